@@ -1,0 +1,44 @@
+# Set-up-and-go targets. Every target creates .venv with python3.10 when missing and
+# installs the pinned stack (idempotent: re-runs only when requirements/pyproject change).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+NCS := $(VENV)/bin/ncs
+STAMP := $(VENV)/.installed
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+DATA ?= .ncs/data/video
+DAYS ?= 4
+ROWS ?= 50000
+SEEDS ?= 3
+VARIANTS ?= all
+OUT ?= .ncs/compare
+
+.PHONY: install run test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3.10 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+$(DATA)/.complete: | $(STAMP)
+	$(NCS) generate --out $(DATA) --days $(DAYS) --rows-per-day $(ROWS) --seed 0 --with-truth
+	@touch $@
+
+# The main job. Until the TFX pipeline lands it runs the comparison on the default data.
+run: $(STAMP) $(DATA)/.complete
+	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants $(VARIANTS) --seeds $(SEEDS) --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf .ncs .pytest_cache

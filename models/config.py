@@ -1,0 +1,339 @@
+"""Typed project configuration: one YAML file describes a data set and a model.
+
+The YAML is parsed into pydantic models; every check (unknown feature, missing
+column, task without label, bad type, bad expression) fails at load time with a
+message that names the offending key, e.g. ``tasks.1.label: Field required``.
+Code everywhere else reads these typed objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+VARIANTS = (
+    "single",
+    "layer",
+    "shared_bottom",
+    "mmoe",
+    "cgc",
+    "ple",
+    "esmm",
+    "masked",
+)
+
+_WHERE_RE = re.compile(
+    r"^\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>-?\d+(\.\d+)?)\s*$"
+)
+
+
+class ConfigError(ValueError):
+    """Raised when a config file cannot be loaded; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- features
+
+
+class CategoricalFeature(_Strict):
+    """A single-valued string/int id column.
+
+    Exactly one of ``vocab_size`` (keep the most frequent values seen in training,
+    the rest go to ``oov_buckets`` hashed out-of-vocabulary buckets) or
+    ``hash_buckets`` (hash every value, no vocabulary) must be given.
+    """
+
+    name: str
+    type: Literal["categorical"]
+    column: Optional[str] = None
+    vocab_size: Optional[int] = Field(default=None, gt=0)
+    hash_buckets: Optional[int] = Field(default=None, gt=0)
+    oov_buckets: int = Field(default=1, ge=1)
+    shared_embedding: Optional[str] = None
+    embedding_dim: Optional[int] = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_id_space(self):
+        if self.shared_embedding is None and (self.vocab_size is None) == (self.hash_buckets is None):
+            raise ValueError("give exactly one of 'vocab_size' or 'hash_buckets'")
+        return self
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+class MultiCategoricalFeature(CategoricalFeature):
+    """A multi-valued column ("a|b|c"), embedded and pooled by mean."""
+
+    type: Literal["multi_categorical"]  # type: ignore[assignment]
+    separator: str = "|"
+    max_length: int = Field(default=8, gt=0)
+
+
+class NumericFeature(_Strict):
+    """A numeric column, optionally log1p-transformed, then z-normalized."""
+
+    name: str
+    type: Literal["numeric"]
+    column: Optional[str] = None
+    log: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+Feature = Annotated[
+    Union[CategoricalFeature, MultiCategoricalFeature, NumericFeature],
+    Field(discriminator="type"),
+]
+
+# --------------------------------------------------------------------------- tasks
+
+
+class ColumnLabel(_Strict):
+    column: str
+
+
+class RatioLabel(_Strict):
+    """``clip(numerator / denominator, 0, 1)``; rows with denominator <= 0 are unusable."""
+
+    ratio: tuple[str, str]
+
+
+class TaskConfig(_Strict):
+    """One prediction task.
+
+    ``where`` restricts the task's sample space (loss and metrics), e.g. ``click == 1``
+    for CVR; ``None`` means all rows.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: Literal["binary", "regression"]
+    label: Union[ColumnLabel, RatioLabel]
+    where: Optional[str] = None
+    loss: Literal["bce", "focal", "mse"] = "bce"
+    weight: float = Field(default=1.0, ge=0.0)
+    focal_alpha: float = Field(default=0.75, ge=0.0, le=1.0)
+    focal_gamma: float = Field(default=2.0, ge=0.0)
+
+    @field_validator("where")
+    @classmethod
+    def _parse_where(cls, v):
+        if v is None or v.strip().lower() in ("", "all"):
+            return None
+        if not _WHERE_RE.match(v):
+            raise ValueError(
+                f"cannot parse {v!r}; expected '<column> <op> <number>' with op in ==, !=, >, >=, <, <= (or 'all')"
+            )
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _loss_matches_type(self):
+        if self.type == "binary" and self.loss not in ("bce", "focal"):
+            raise ValueError(f"binary task needs loss 'bce' or 'focal', got {self.loss!r}")
+        if self.type == "regression" and self.loss != "mse":
+            raise ValueError(f"regression task needs loss 'mse', got {self.loss!r}")
+        return self
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [self.label.column] if isinstance(self.label, ColumnLabel) else list(self.label.ratio)
+
+    @property
+    def where_clause(self) -> Optional[tuple[str, str, float]]:
+        if self.where is None:
+            return None
+        m = _WHERE_RE.match(self.where)
+        return m["column"], m["op"], float(m["value"])
+
+
+# --------------------------------------------------------------------------- model / training
+
+
+class ModelConfig(_Strict):
+    variant: Literal[VARIANTS] = "layer"  # type: ignore[valid-type]
+    embedding_dim: int = Field(default=16, gt=0)
+    mlp: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [512, 256, 128], min_length=1)
+    tower: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64])
+    interaction: Literal["dot", "none"] = "dot"
+    activation: Literal["relu", "gelu", "swish"] = "relu"
+    num_experts: int = Field(default=4, ge=1)
+    expert_mlp: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [256, 128], min_length=1)
+    specific_experts: int = Field(default=2, ge=1)
+    shared_experts: int = Field(default=2, ge=1)
+    ple_levels: int = Field(default=2, ge=2)
+
+
+class TrainingConfig(_Strict):
+    batch_size: int = Field(default=1024, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=2, ge=1)
+    seed: int = 42
+
+
+class SplitConfig(_Strict):
+    """How ``ncs compare`` splits the data.
+
+    ``day``: day folders ``YYYYMMDD``; the last ``test_days`` are test, the
+    ``valid_days`` before them validation, the rest training. ``hash``: a
+    deterministic hash of ``hash_key`` (for a single file).
+    """
+
+    by: Literal["day", "hash"] = "day"
+    valid_days: int = Field(default=1, ge=1)
+    test_days: int = Field(default=1, ge=1)
+    hash_key: Optional[str] = None
+    valid_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.1, gt=0, lt=1)
+
+
+class DatasetConfig(_Strict):
+    name: str
+    columns: list[str] = Field(min_length=1)
+    group_key: Optional[str] = None
+    duration_column: Optional[str] = None
+    # optional {task: column with the true probability/expectation} (synthetic data only)
+    truth: dict[str, str] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class ProjectConfig(_Strict):
+    dataset: DatasetConfig
+    features: list[Feature] = Field(min_length=1)
+    tasks: list[TaskConfig] = Field(min_length=1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self):
+        cols = set(self.dataset.columns)
+        names = [f.name for f in self.features]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"features: duplicate feature name(s) {sorted(dup)}")
+        by_name = {f.name: f for f in self.features}
+        for i, f in enumerate(self.features):
+            if f.source not in cols:
+                raise ValueError(f"features.{i}.column: column {f.source!r} is not in dataset.columns")
+            shared = getattr(f, "shared_embedding", None)
+            if shared is not None:
+                other = by_name.get(shared)
+                if other is None:
+                    raise ValueError(f"features.{i}.shared_embedding: unknown feature {shared!r}")
+                if other.type == "numeric" or getattr(other, "shared_embedding", None):
+                    raise ValueError(
+                        f"features.{i}.shared_embedding: {shared!r} must be a categorical feature with its own table"
+                    )
+        tnames = [t.name for t in self.tasks]
+        if len(set(tnames)) != len(tnames):
+            raise ValueError(f"tasks: duplicate task names {tnames}")
+        for i, t in enumerate(self.tasks):
+            for c in t.label_columns:
+                if c not in cols:
+                    raise ValueError(f"tasks.{i}.label: column {c!r} is not in dataset.columns")
+            if t.where_clause and t.where_clause[0] not in cols:
+                raise ValueError(f"tasks.{i}.where: column {t.where_clause[0]!r} is not in dataset.columns")
+        for key in ("group_key", "duration_column"):
+            v = getattr(self.dataset, key)
+            if v is not None and v not in cols:
+                raise ValueError(f"dataset.{key}: column {v!r} is not in dataset.columns")
+        for task, col in self.dataset.truth.items():
+            if task not in tnames:
+                raise ValueError(f"dataset.truth.{task}: unknown task (tasks are {tnames})")
+        if self.dataset.split.by == "hash":
+            hk = self.dataset.split.hash_key
+            if hk is None or hk not in cols:
+                raise ValueError(f"dataset.split.hash_key: {hk!r} must name a column when split.by is 'hash'")
+        return self
+
+    # ---- convenience
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"unknown task {name!r}; tasks are {self.task_names}")
+
+    def feature(self, name: str):
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"unknown feature {name!r}")
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Columns the pipeline reads (features, labels, sample-space filters, group key)."""
+        need: list[str] = []
+        for f in self.features:
+            need.append(f.source)
+        for t in self.tasks:
+            need += t.label_columns
+            if t.where_clause:
+                need.append(t.where_clause[0])
+        for c in (self.dataset.group_key, self.dataset.duration_column):
+            if c:
+                need.append(c)
+        return list(dict.fromkeys(need))
+
+    def with_overrides(self, **sections) -> "ProjectConfig":
+        """Return a copy with some fields replaced, re-validated. E.g. ``model={"variant": "mmoe"}``."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                data[section] = {**data[section], **values}
+            else:
+                data[section] = values
+        return ProjectConfig.model_validate(data)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+# pydantic inserts the discriminator / union member names into error locations; drop them.
+_UNION_TAGS = {"categorical", "multi_categorical", "numeric", "ColumnLabel", "RatioLabel"}
+
+
+def parse_config(data: dict, source: str = "<dict>") -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Load and validate a YAML config; raises :class:`ConfigError` naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {path}: top level must be a mapping")
+    return parse_config(data, str(path))

@@ -1,0 +1,72 @@
+"""Task labels, sample spaces and tf.data pipelines from a cleaned log frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from models.config import ColumnLabel, ProjectConfig, TaskConfig
+
+_OPS = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+}
+
+
+def task_label(frame: pd.DataFrame, task: TaskConfig) -> np.ndarray:
+    """The task's label as float32: a column, or ``clip(num / den, 0, 1)``."""
+    if isinstance(task.label, ColumnLabel):
+        y = frame[task.label.column].to_numpy(dtype=np.float64)
+        if task.type == "regression":
+            y = np.clip(y, 0.0, 1.0)
+        return y.astype(np.float32)
+    num, den = task.label.ratio
+    n = frame[num].to_numpy(dtype=np.float64)
+    d = frame[den].to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(d > 0, n / np.where(d > 0, d, 1.0), 0.0)
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def task_space(frame: pd.DataFrame, task: TaskConfig) -> np.ndarray:
+    """1.0 for rows in the task's sample space (``where``), else 0.0."""
+    clause = task.where_clause
+    if clause is None:
+        return np.ones(len(frame), dtype=np.float32)
+    col, op, val = clause
+    return _OPS[op](frame[col].to_numpy(dtype=np.float64), val).astype(np.float32)
+
+
+def task_arrays(frame: pd.DataFrame, config: ProjectConfig):
+    """``(labels, spaces)``: ``{task: [N] float32}`` each."""
+    labels = {t.name: task_label(frame, t) for t in config.tasks}
+    spaces = {t.name: task_space(frame, t) for t in config.tasks}
+    return labels, spaces
+
+
+class EmptySampleSpaceError(ValueError):
+    pass
+
+
+def check_sample_spaces(spaces: dict, split: str) -> None:
+    for task, s in spaces.items():
+        if not np.any(s > 0):
+            raise EmptySampleSpaceError(f"task {task!r} has no rows in its sample space in the {split} split")
+
+
+def make_dataset(inputs: dict, labels: dict, spaces: dict, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """``tf.data`` of ``(inputs, labels, spaces)`` batches from in-memory arrays."""
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels, spaces))
+    n = len(next(iter(labels.values())))
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def subset(arrays: dict, idx) -> dict:
+    return {k: v[idx] for k, v in arrays.items()}
