@@ -13,6 +13,7 @@ Rules (see README "Bad input"):
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import re
 from collections import Counter
@@ -75,28 +76,7 @@ def list_log_files(path: str | Path) -> list[tuple[str | None, Path]]:
 def _read_raw(file: Path, columns: list[str]) -> pd.DataFrame:
     kind = _EXTS.get(file.suffix)
     if kind == "csv":
-        with open(file, newline="") as fh:
-            header = fh.readline().rstrip("\r\n").split(",")
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise LogFormatError(f"{file}: header lacks required column(s) {missing}")
-        try:
-            # rows with more fields than the header are skipped by the C parser;
-            # they are counted below from the number of non-blank lines
-            frame = pd.read_csv(
-                file,
-                dtype=str,
-                keep_default_na=False,
-                usecols=lambda c: c in columns,
-                on_bad_lines="skip",
-            )
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise LogFormatError(f"{file}: cannot parse CSV: {err}") from None
-        with open(file, "rb") as fh:
-            lines = sum(1 for line in fh if line.strip())
-        frame = frame[list(columns)]
-        frame.attrs["too_many_fields"] = max(0, lines - 1 - len(frame))
-        return frame
+        return _read_csv(file, columns)
     if kind == "parquet":
         frame = pd.read_parquet(file)
     elif kind == "tfrecord":
@@ -106,7 +86,45 @@ def _read_raw(file: Path, columns: list[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise LogFormatError(f"{file}: lacks required column(s) {missing}")
-    frame = frame[columns].astype(str)
+    frame = frame[columns]
+    return frame.astype(str).where(frame.notna(), None)  # keep absent values absent
+
+
+def _read_csv(file: Path, columns: list[str]) -> pd.DataFrame:
+    """Parse a CSV with exact per-row field accounting.
+
+    The csv module (not pandas) is used so that rows with too few or too many
+    fields are detected and counted instead of being padded or silently skipped.
+    """
+    try:
+        with open(file, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise LogFormatError(f"{file}: empty file (no header)")
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise LogFormatError(f"{file}: header lacks required column(s) {missing}")
+            width = len(header)
+            idx = [header.index(c) for c in columns]
+            rows, short, long_ = [], 0, 0
+            for rec in reader:
+                if not rec:
+                    continue  # blank line
+                if len(rec) != width:
+                    if len(rec) < width:
+                        short += 1
+                    else:
+                        long_ += 1
+                    continue
+                rows.append([rec[i] for i in idx])
+    except UnicodeDecodeError as err:
+        raise LogFormatError(f"{file}: not UTF-8 text: {err}") from None
+    except csv.Error as err:
+        raise LogFormatError(f"{file}: cannot parse CSV: {err}") from None
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    frame.attrs["short_rows"] = short
+    frame.attrs["long_rows"] = long_
     return frame
 
 
@@ -132,14 +150,17 @@ def clean_frame(frame: pd.DataFrame, config: ProjectConfig, report: CleaningRepo
     Unusable rows are dropped and counted in ``report`` by reason.
     """
     n = len(frame)
-    report.rows_read += n + int(frame.attrs.get("too_many_fields", 0))
-    if frame.attrs.get("too_many_fields"):
-        report.dropped["malformed (extra fields)"] += int(frame.attrs["too_many_fields"])
+    short, long_ = int(frame.attrs.get("short_rows", 0)), int(frame.attrs.get("long_rows", 0))
+    report.rows_read += n + short + long_
+    if short:
+        report.dropped["malformed (missing fields)"] += short
+    if long_:
+        report.dropped["malformed (extra fields)"] += long_
     keep = np.ones(n, dtype=bool)
-    # a short row: pandas fills the absent trailing fields with NaN (empty fields stay "")
-    short = frame.isna().any(axis=1).to_numpy()
-    report.dropped["malformed (missing fields)"] += int(short.sum())
-    keep &= ~short
+    missing = frame.isna().any(axis=1).to_numpy()  # Parquet/TFRecord rows lacking a value
+    if missing.any():
+        report.dropped["missing value"] += int(missing.sum())
+    keep &= ~missing
     out = pd.DataFrame(index=frame.index)
 
     numeric_cols = {f.source for f in config.features if isinstance(f, NumericFeature)}
