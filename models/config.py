@@ -31,7 +31,11 @@ VARIANTS = (
     "ple",
     "esmm",
     "masked",
+    "connection",
+    "neuron",
 )
+# variants trained by the three-step sparse-sharing engine (models.sparse_sharing)
+SPARSE_VARIANTS = ("connection", "neuron")
 
 _WHERE_RE = re.compile(
     r"^\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>-?\d+(\.\d+)?)\s*$"
@@ -180,6 +184,54 @@ class ModelConfig(_Strict):
     ple_levels: int = Field(default=2, ge=2)
 
 
+class SparseSharingConfig(_Strict):
+    """Warm-up -> per-task mask search -> joint masked training (design.md §2).
+
+    The search trains ``rounds + 1`` times per task: the dense mask, then after each
+    of ``rounds`` prunings of ``q = 1 - final_density ** (1 / rounds)`` of the
+    weights still alive, so the last trained mask has density ``final_density``.
+    """
+
+    warmup_epochs: int = Field(default=1, ge=1)
+    rounds: int = Field(default=4, ge=1)
+    final_density: float = Field(default=0.2, gt=0.0, le=1.0)
+    round_epochs: int = Field(default=1, ge=1)
+    scope: Literal["per_layer", "global"] = "per_layer"
+    allow_dense: bool = True  # False: the dense (round 0) mask may not be chosen
+    min_layer_density: float = Field(default=0.01, gt=0.0, le=1.0)  # guard against emptied layers
+    schedule: Literal["alternate", "joint"] = "alternate"
+    joint_epochs: Optional[int] = Field(default=None, ge=1)  # default: training.epochs
+
+    @property
+    def prune_rate(self) -> float:
+        return 1.0 - self.final_density ** (1.0 / self.rounds)
+
+
+class GradientConflictConfig(_Strict):
+    """Raise the CVR loss weight of clicks followed by a very short watch.
+
+    A clicked row of ``task`` whose ``watch_column`` is below the threshold of its
+    duration bucket gets weight ``weight``; thresholds are ``[max_duration_s, min_watch_s]``
+    pairs in increasing duration (the last bucket covers longer videos too).
+    """
+
+    enabled: bool = False
+    task: str = "cvr"
+    watch_column: str = "watch_seconds"
+    duration_column: str = "duration"
+    thresholds: list[tuple[float, float]] = Field(default_factory=lambda: [(60, 3), (300, 5), (1e9, 10)])
+    weight: float = Field(default=2.0, gt=0)
+
+
+class TuningConfig(_Strict):
+    """The papers' tuning techniques, each a switch (all off by default)."""
+
+    gradient_conflict: GradientConflictConfig = Field(default_factory=GradientConflictConfig)
+    multi_view_dim: int = Field(default=0, ge=0)  # >0: task-exclusive embedding of this dim per task
+    width_multiplier: float = Field(default=1.0, gt=0)  # "bigger net": scales model.mlp
+    dynamic_loss_gamma: dict[str, float] = Field(default_factory=dict)  # PLE: w_k * gamma_k ** epoch
+
+
 class TrainingConfig(_Strict):
     batch_size: int = Field(default=1024, gt=0)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -213,12 +265,29 @@ class DatasetConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
 
+class RankingConfig(_Strict):
+    """Offline ranking simulation: rank within ``request_key`` by pCTR^a * pCVR^b * length^c."""
+
+    request_key: str
+    length_column: str
+    ctr_task: str = "ctr"
+    cvr_task: str = "cvr"
+    outcome_column: str = "watch_seconds"  # logged outcome on real logs (view seconds)
+    top_k: int = Field(default=3, ge=1)
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 1.0
+
+
 class ProjectConfig(_Strict):
     dataset: DatasetConfig
     features: list[Feature] = Field(min_length=1)
     tasks: list[TaskConfig] = Field(min_length=1)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sparse: SparseSharingConfig = Field(default_factory=SparseSharingConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    ranking: Optional[RankingConfig] = None
 
     @model_validator(mode="after")
     def _cross_references(self):
@@ -256,6 +325,23 @@ class ProjectConfig(_Strict):
         for task, col in self.dataset.truth.items():
             if task not in tnames:
                 raise ValueError(f"dataset.truth.{task}: unknown task (tasks are {tnames})")
+        gc = self.tuning.gradient_conflict
+        if gc.enabled:
+            if gc.task not in tnames:
+                raise ValueError(f"tuning.gradient_conflict.task: unknown task {gc.task!r}")
+            for key in ("watch_column", "duration_column"):
+                if getattr(gc, key) not in cols:
+                    raise ValueError(f"tuning.gradient_conflict.{key}: column {getattr(gc, key)!r} is not in dataset.columns")
+        if self.ranking is not None:
+            for key in ("request_key", "length_column", "outcome_column"):
+                if getattr(self.ranking, key) not in cols:
+                    raise ValueError(f"ranking.{key}: column {getattr(self.ranking, key)!r} is not in dataset.columns")
+            for key in ("ctr_task", "cvr_task"):
+                if getattr(self.ranking, key) not in tnames:
+                    raise ValueError(f"ranking.{key}: unknown task {getattr(self.ranking, key)!r}")
+        for task in self.tuning.dynamic_loss_gamma:
+            if task not in tnames:
+                raise ValueError(f"tuning.dynamic_loss_gamma.{task}: unknown task (tasks are {tnames})")
         if self.dataset.split.by == "hash":
             hk = self.dataset.split.hash_key
             if hk is None or hk not in cols:
@@ -292,6 +378,11 @@ class ProjectConfig(_Strict):
         for c in (self.dataset.group_key, self.dataset.duration_column):
             if c:
                 need.append(c)
+        gc = self.tuning.gradient_conflict
+        if gc.enabled:
+            need += [gc.watch_column, gc.duration_column]
+        if self.ranking is not None:
+            need += [self.ranking.request_key, self.ranking.length_column, self.ranking.outcome_column]
         return list(dict.fromkeys(need))
 
     def with_overrides(self, **sections) -> "ProjectConfig":

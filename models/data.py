@@ -42,10 +42,37 @@ def task_space(frame: pd.DataFrame, task: TaskConfig) -> np.ndarray:
     return _OPS[op](frame[col].to_numpy(dtype=np.float64), val).astype(np.float32)
 
 
+def conflict_weights(frame: pd.DataFrame, config: ProjectConfig) -> np.ndarray:
+    """Per-row weight of the gradient-conflict tuning (1 where it does not apply).
+
+    A clicked row whose watch time is below its duration bucket's threshold (a click
+    followed by a very short watch: click-bait) gets ``weight``.
+    """
+    gc = config.tuning.gradient_conflict
+    w = np.ones(len(frame), dtype=np.float32)
+    if not gc.enabled:
+        return w
+    dur = frame[gc.duration_column].to_numpy(dtype=np.float64)
+    watch = frame[gc.watch_column].to_numpy(dtype=np.float64)
+    limits = np.array([t[0] for t in gc.thresholds])
+    mins = np.array([t[1] for t in gc.thresholds])
+    bucket = np.minimum(np.searchsorted(limits, dur, side="left"), len(limits) - 1)
+    short = watch < mins[bucket]
+    w[short] = gc.weight
+    return w
+
+
 def task_arrays(frame: pd.DataFrame, config: ProjectConfig):
-    """``(labels, spaces)``: ``{task: [N] float32}`` each."""
+    """``(labels, spaces)``: ``{task: [N] float32}`` each.
+
+    ``spaces`` is the sample-space indicator times any per-sample weight (the
+    gradient-conflict tuning), so losses are weighted means over the space.
+    """
     labels = {t.name: task_label(frame, t) for t in config.tasks}
     spaces = {t.name: task_space(frame, t) for t in config.tasks}
+    gc = config.tuning.gradient_conflict
+    if gc.enabled:
+        spaces[gc.task] = spaces[gc.task] * conflict_weights(frame, config)
     return labels, spaces
 
 

@@ -43,9 +43,9 @@ def task_loss(task: TaskConfig, y_true, y_pred, space, sample_weight=None):
 
 
 def weighted_total(task_losses: dict, tasks: list[TaskConfig], loss_weights: dict | None = None):
-    """``L = sum_k w_k L_k`` with ``w_k`` from the config (or ``loss_weights`` overrides)."""
+    """``L = sum_k w_k L_k`` with ``w_k`` from the config or ``loss_weights`` (numbers or variables)."""
     total = 0.0
     for t in tasks:
         w = t.weight if loss_weights is None else loss_weights.get(t.name, t.weight)
-        total = total + w * task_losses[t.name]
+        total = total + tf.cast(w, tf.float32) * task_losses[t.name]
     return total

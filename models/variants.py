@@ -41,7 +41,12 @@ class MultiTaskModel(tf.keras.Model):
         self.table_spec = {k: tuple(v) for k, v in tables.items()}
         self.tasks = list(self.project.tasks)
         self.task_names = [t.name for t in self.tasks]
-        self.loss_weights = None  # optional {task: weight} override (dynamic weighting)
+        # loss weights live in variables so a callback can change them between epochs
+        # (PLE's dynamic weights) without retracing the compiled train step
+        self.task_weights = {
+            t.name: tf.Variable(float(t.weight), trainable=False, dtype=tf.float32, name=f"{t.name}_loss_weight")
+            for t in self.tasks
+        }
 
     # ---- building blocks
     def _front(self, name: str):
@@ -62,7 +67,7 @@ class MultiTaskModel(tf.keras.Model):
         with tf.GradientTape() as tape:
             preds = self(x, training=True)
             losses = self.task_losses(y, preds, w)
-            total = weighted_total(losses, self.tasks, self.loss_weights)
+            total = weighted_total(losses, self.tasks, self.task_weights)
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None]
@@ -73,7 +78,7 @@ class MultiTaskModel(tf.keras.Model):
         x, y, w = data
         preds = self(x, training=False)
         losses = self.task_losses(y, preds, w)
-        return {"loss": weighted_total(losses, self.tasks, self.loss_weights), **{f"{k}_loss": v for k, v in losses.items()}}
+        return {"loss": weighted_total(losses, self.tasks, self.task_weights), **{f"{k}_loss": v for k, v in losses.items()}}
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
@@ -257,15 +262,43 @@ class MaskedNetwork(MultiTaskModel):
 
     def __init__(self, config_json, tables, use_masks: bool = True, **kwargs):
         super().__init__(config_json, tables, **kwargs)
-        m = self.project.model
+        m, tuning = self.project.model, self.project.tuning
         self.use_masks = use_masks
         self.embedding, self.interaction = self._front("shared")
-        self.mlp = MaskedMLP(m.mlp, len(self.task_names), m.activation, use_masks, name="snet")
+        # "bigger net" tuning: widen the over-parameterized MLP before pruning it
+        units = [max(1, int(round(u * tuning.width_multiplier))) for u in m.mlp]
+        self.mlp = MaskedMLP(units, len(self.task_names), m.activation, use_masks, name="snet")
         self.heads = {t: self._head(t) for t in self.task_names}
+        # "multi-view" tuning: a small task-exclusive embedding of every field, fed beside the
+        # shared features into the first masked layer (the same input rows for every task,
+        # each task filling them with its own view)
+        self.views = {}
+        if tuning.multi_view_dim > 0:
+            fields, numeric = _fields(self.project)
+            dv = tuning.multi_view_dim
+            view_tables = {k: (rows, dv) for k, (rows, _) in self.table_spec.items()}
+            self.views = {
+                t: FeatureEmbedding(view_tables, fields, numeric, dv, name=f"{t}_view") for t in self.task_names
+            }
+
+    def task_input(self, shared, inputs, task: str):
+        if not self.views:
+            return shared
+        view = self.views[task](inputs)
+        return tf.concat([shared, tf.reshape(view, [-1, view.shape[1] * view.shape[2]])], axis=1)
 
     def call(self, inputs, training=False):
         x = self.interaction(self.embedding(inputs))
-        return {t: tf.squeeze(self.heads[t](self.mlp(x, task=i)), -1) for i, t in enumerate(self.task_names)}
+        return {
+            t: tf.squeeze(self.heads[t](self.mlp(self.task_input(x, inputs, t), task=i)), -1)
+            for i, t in enumerate(self.task_names)
+        }
+
+    def call_task(self, inputs, task_index: int):
+        """Only task ``task_index``'s prediction ``[B]`` (its masked subnetwork)."""
+        t = self.task_names[task_index]
+        x = self.interaction(self.embedding(inputs))
+        return tf.squeeze(self.heads[t](self.mlp(self.task_input(x, inputs, t), task=task_index)), -1)
 
     @property
     def masked_layers(self):
@@ -284,6 +317,8 @@ _REGISTRY = {
     "ple": GatedExperts,
     "esmm": ESMM,
     "masked": MaskedNetwork,
+    "connection": MaskedNetwork,
+    "neuron": MaskedNetwork,
 }
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in set(_REGISTRY.values())}

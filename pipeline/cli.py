@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-api-core (pulled in by TFX/Beam) warns about Python 3.10 on every import; TFX 1.16 requires 3.10
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
 
 
 def _legacy_keras_guard():
