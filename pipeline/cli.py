@@ -87,7 +87,7 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
               help="A log file, a folder of files, or a folder of YYYYMMDD day folders.")
 @click.option("--variants", default="single,layer", show_default=True,
-              help="Comma-separated variants, or 'all' (single, layer, shared_bottom, mmoe, cgc, ple, esmm, masked).")
+              help="Comma-separated variants, or 'all' (single, layer, shared_bottom, mmoe, cgc, ple, esmm, masked, connection, neuron). connection/neuron run warm-up, mask search and joint training.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per variant (training.seed, +1, ...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Writes results.json and report.md here.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs.")

@@ -18,14 +18,26 @@ import numpy as np
 import pandas as pd
 
 from data.logs import read_logs
-from models.config import ProjectConfig
+from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.data import check_sample_spaces
+from models.mask_analytics import analyze, write_analytics
+from models.ranking import simulate_pairings
+from models.sparse_sharing import SparseSharingTrainer
 from models.features import FeatureEncoder, embedding_tables, fit_stats
 from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain
 from models.training import predict, prepare_split, train_model
 from models.variants import build_model
 
 BASELINE_VARIANTS = ["single", "layer", "shared_bottom", "mmoe", "cgc", "ple", "esmm"]
+# (CTR model, CVR model) pairings of the papers' Table 3, plus the structured variant
+RANKING_PAIRINGS = [
+    ("single", "single"),
+    ("single", "layer"),
+    ("single", "connection"),
+    ("connection", "connection"),
+    ("neuron", "neuron"),
+    ("ple", "ple"),
+]
 
 
 class SplitError(ValueError):
@@ -102,14 +114,39 @@ def run_compare(
     seed_list = [config.training.seed + i for i in range(seeds)]
     runs = [(v, s) for v in variants for s in seed_list]
     bar = tqdm(runs, desc="compare", unit="run", disable=not progress)
+    all_preds: dict[tuple[str, int], dict] = {}
+    sparse_info: dict[str, list[dict]] = {}
     for variant, seed in bar:
         bar.set_postfix_str(f"{variant} seed={seed}")
         cfg = config.with_overrides(training={"seed": seed})
-        model = build_model(cfg, tables, variant=variant, seed=seed)
         t0 = time.perf_counter()
-        train_model(model, prepared["train"], cfg, valid=prepared["valid"], verbose=keras_verbose)
+        extra: dict[str, float] = {}
+        if variant in SPARSE_VARIANTS:
+            trainer = SparseSharingTrainer(cfg, tables, variant, seed, log=(tqdm.write if keras_verbose else None))
+            result = trainer.run(prepared["train"], prepared["valid"])
+            model = result.model
+            analytics = analyze(result.masks, result.rounds, result.chosen)
+            mask_dir = out_dir / "masks"
+            prefix = f"{variant}_seed{seed}_"
+            if seed == seed_list[0]:
+                write_analytics(analytics, mask_dir, prefix)
+            else:
+                mask_dir.mkdir(parents=True, exist_ok=True)
+                (mask_dir / f"{prefix}mask_analytics.json").write_text(json.dumps(analytics, indent=1))
+            result.masks.save(mask_dir / f"{prefix}masks.npz")
+            sparse_info.setdefault(variant, []).append(analytics)
+            extra = {
+                "warmup_seconds": result.seconds["warmup"],
+                "search_seconds": result.seconds["search"],
+                "joint_seconds": result.seconds["joint"],
+                "search_cost_ratio": result.search_cost_ratio,
+            }
+        else:
+            model = build_model(cfg, tables, variant=variant, seed=seed)
+            train_model(model, prepared["train"], cfg, valid=prepared["valid"], verbose=keras_verbose)
         train_s = time.perf_counter() - t0
         preds = predict(model, test)
+        all_preds[(variant, seed)] = preds
         metrics = evaluate(config, preds, test.labels, test.spaces, test.groups)
         for task, m in metrics.items():
             for metric, value in m.items():
@@ -118,6 +155,8 @@ def run_compare(
         records.append(
             {"variant": variant, "seed": seed, "task": "all", "metric": "params", "value": float(model.count_params())}
         )
+        for metric, value in extra.items():
+            records.append({"variant": variant, "seed": seed, "task": "all", "metric": metric, "value": float(value)})
         summary = "  ".join(
             f"{t.name} {primary_metric(t.type)}={metrics[t.name][primary_metric(t.type)]:.5f}" for t in config.tasks
         )
@@ -132,9 +171,45 @@ def run_compare(
                 for metric, value in m.items():
                     records.append({"variant": "oracle", "seed": 0, "task": task, "metric": metric, "value": value})
 
+    ranking_note = ""
+    if config.ranking is not None:
+        records += _ranking_records(config, splits["test"], all_preds, seed_list)
+        rk = config.ranking
+        truth = config.dataset.truth
+        ranking_note = (
+            "true expected view seconds (`true_ctr * true_cvr * length`)"
+            if rk.ctr_task in truth and rk.cvr_task in truth
+            else f"logged `{rk.outcome_column}` of the impressed items"
+        )
+
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
-    md = render_report(config, records, variants, data_path, report.summary(), prepared)
+    md = render_report(config, records, variants, data_path, report.summary(), prepared, sparse_info, ranking_note)
     (out_dir / "report.md").write_text(md)
+    return records
+
+
+def _ranking_records(config: ProjectConfig, test_frame: pd.DataFrame, all_preds: dict, seeds: list[int]) -> list[dict]:
+    rk = config.ranking
+    truth = config.dataset.truth
+    length = test_frame[rk.length_column].to_numpy(dtype=np.float64)
+    if rk.ctr_task in truth and rk.cvr_task in truth:
+        outcome = test_frame[truth[rk.ctr_task]].to_numpy() * test_frame[truth[rk.cvr_task]].to_numpy() * length
+    else:
+        outcome = test_frame[rk.outcome_column].to_numpy(dtype=np.float64)
+    requests = test_frame[rk.request_key].to_numpy()
+    records = []
+    for seed in seeds:
+        pairings = {}
+        for ctr_v, cvr_v in RANKING_PAIRINGS:
+            if (ctr_v, seed) in all_preds and (cvr_v, seed) in all_preds:
+                pairings[f"{ctr_v}/{cvr_v}"] = (all_preds[(ctr_v, seed)][rk.ctr_task], all_preds[(cvr_v, seed)][rk.cvr_task])
+        if rk.ctr_task in truth and rk.cvr_task in truth:
+            pairings["oracle/oracle"] = (test_frame[truth[rk.ctr_task]].to_numpy(), test_frame[truth[rk.cvr_task]].to_numpy())
+        if not pairings:
+            continue
+        sims = simulate_pairings(pairings, requests, length, outcome, rk.top_k, rk.a, rk.b, rk.c)
+        for label, value in sims.items():
+            records.append({"variant": label, "seed": seed, "task": "ranking", "metric": f"view_seconds_at_{rk.top_k}", "value": value})
     return records
 
 
@@ -143,7 +218,7 @@ def summarize(records: list[dict]) -> pd.DataFrame:
     return df.groupby(["variant", "task", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
 
 
-def render_report(config, records, variants, data_path, cleaning, prepared) -> str:
+def render_report(config, records, variants, data_path, cleaning, prepared, sparse_info=None, ranking_note="") -> str:
     s = summarize(records)
 
     def cell(v, t, m, fmt="{:.4f}"):
@@ -214,7 +289,81 @@ def render_report(config, records, variants, data_path, cleaning, prepared) -> s
             "`oracle` scores the generator's true probabilities (`dataset.truth`), the best any model can do in expectation."
         )
     lines.append("")
+    lines += _sparse_section(config, s, sparse_info or {})
+    lines += _ranking_section(config, s, ranking_note)
     return "\n".join(lines)
+
+
+def _sparse_section(config, s, sparse_info) -> list[str]:
+    if not sparse_info:
+        return []
+    sc = config.sparse
+    tasks = config.task_names
+    lines = [
+        "## Sparse sharing: masks",
+        "",
+        f"Search: warm-up {sc.warmup_epochs} epoch(s); {sc.rounds} prunings of q = {sc.prune_rate:.1%} of the alive weights "
+        f"(final density {sc.final_density}), scope `{sc.scope}`, {sc.round_epochs} epoch(s) per round on the task's own rows; "
+        f"best validation round per task{'' if sc.allow_dense else ' (dense round forbidden)'}; joint schedule `{sc.schedule}`. "
+        "Fractions are of all MLP connections, mean over seeds; FLOPs are non-zero multiply-adds of the masked MLP per example "
+        "relative to the dense MLP (unstructured zeros are not faster on a dense kernel).",
+        "",
+    ]
+    head = ["variant"] + [f"{t} density" for t in tasks] + ["shared"] + [f"{t} only" for t in tasks] + ["unused"]
+    head += [f"{t} FLOPs" for t in tasks] + [f"{t} chosen rounds" for t in tasks] + ["search cost ×joint"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for v, infos in sparse_info.items():
+        row = [f"`{v}`"]
+        row += [f"{np.mean([a['density'][t] for a in infos]):.3f}" for t in tasks]
+        row += [f"{np.mean([a['overall']['shared'] for a in infos]):.3f}"]
+        row += [f"{np.mean([a['overall'][f'{t}_only'] for a in infos]):.3f}" for t in tasks]
+        row += [f"{np.mean([a['overall']['unused'] for a in infos]):.3f}"]
+        row += [f"{np.mean([a['flops_fraction'][t] for a in infos]):.1%}" for t in tasks]
+        row += [",".join(str(a["chosen_round"][t]) for a in infos) for t in tasks]
+        cost = s[(s.variant == v) & (s.task == "all") & (s.metric == "search_cost_ratio")]
+        row.append(f"{cost['mean'].iloc[0]:.1f}×" if not cost.empty else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Per-layer density (first seed):")
+    lines.append("")
+    for v, infos in sparse_info.items():
+        a = infos[0]
+        for layer in a["layers"]:
+            dens = ", ".join(f"{t} {layer['density'][t]:.3f}" for t in tasks)
+            lines.append(f"- `{v}` {layer['layer']} {layer['shape'][0]}×{layer['shape'][1]}: {dens}; shared {layer['shared']:.3f}, unused {layer['unused']:.3f}")
+    lines.append("")
+    for v in sparse_info:
+        lines.append(f"![{v} mask sharing](masks/{v}_seed{config.training.seed}_mask_sharing.png)")
+        lines.append(f"![{v} pruning curve](masks/{v}_seed{config.training.seed}_pruning_curve.png)")
+    lines.append("")
+    return lines
+
+
+def _ranking_section(config, s, note) -> list[str]:
+    rows = s[s.task == "ranking"]
+    if rows.empty:
+        return []
+    rk = config.ranking
+    lines = [
+        "## Offline ranking simulation",
+        "",
+        f"Within each test request, rank the impressed items by pCTR^{rk.a:g} · pCVR^{rk.b:g} · {rk.length_column}^{rk.c:g} "
+        f"(CTR model / CVR model), keep the top {rk.top_k}, and sum the {note}; mean per request, mean ± std over seeds.",
+        "",
+        f"| CTR model / CVR model | view seconds @ {rk.top_k} | vs single/single |",
+        "|---|---|---|",
+    ]
+    base = rows[rows.variant == "single/single"]["mean"]
+    base = float(base.iloc[0]) if not base.empty else float("nan")
+    order = {f"{a}/{b}": i for i, (a, b) in enumerate(RANKING_PAIRINGS)}
+    rows = rows.assign(_o=[order.get(v, len(order) + (v == "random order")) for v in rows.variant]).sort_values("_o")
+    for _, r in rows.iterrows():
+        rel = f"{(r['mean'] / base - 1) * 100:+.2f}%" if np.isfinite(base) else "–"
+        std = f" ± {r['std']:.2f}" if np.isfinite(r["std"]) else ""
+        lines.append(f"| {r['variant']} | {r['mean']:.2f}{std} | {rel} |")
+    lines.append("")
+    return lines
 
 
 def compare_main_table(records: list[dict], config: ProjectConfig) -> str:
@@ -223,7 +372,7 @@ def compare_main_table(records: list[dict], config: ProjectConfig) -> str:
     tasks = config.tasks
     head = f"{'variant':>14} " + " ".join(f"{t.name + ' ' + primary_metric(t.type).upper():>22}" for t in tasks)
     out = [head]
-    for v in dict.fromkeys(r["variant"] for r in records):
+    for v in dict.fromkeys(r["variant"] for r in records if r["task"] != "ranking"):
         cells = []
         for t in tasks:
             m = primary_metric(t.type)
