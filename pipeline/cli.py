@@ -24,11 +24,32 @@ def _legacy_keras_guard():
         raise click.ClickException("TF_USE_LEGACY_KERAS=1 must be set before TensorFlow is imported")
 
 
-def _load(config_path):
-    from models.config import ConfigError, load_config
+def _load(config_path, overrides=()):
+    """Load a config and apply ``--set section.key=value`` overrides (values parsed as YAML)."""
+    import yaml
 
+    from models.config import ConfigError, parse_config
+
+    path = Path(config_path)
     try:
-        return load_config(config_path)
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise click.ClickException(f"invalid YAML in {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"invalid config {path}: top level must be a mapping")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise click.BadParameter(f"{key}: {part!r} is not a section", param_hint="--set")
+        node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        return parse_config(data, str(path) + (f" (with --set {', '.join(overrides)})" if overrides else ""))
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
 
@@ -91,13 +112,20 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per variant (training.seed, +1, ...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Writes results.json and report.md here.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs.")
-@click.option("--keras-verbose", type=click.IntRange(0, 2), default=0, show_default=True, help="Keras fit verbosity per run.")
-def compare(config_path, data_path, variants, seeds, out_dir, epochs, keras_verbose):
-    """Train variants on one split over several seeds and write a Table-2-style report."""
+@click.option("--keras-verbose", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="Keras fit verbosity per run; >0 also prints the mask search rounds.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set sparse.schedule=joint --set model.mlp=[256,128]. Repeatable.")
+def compare(config_path, data_path, variants, seeds, out_dir, epochs, keras_verbose, overrides):
+    """Train variants on one split over several seeds and write a Table-2-style report.
+
+    Every variant gets the same features, split and epoch budget; connection/neuron
+    additionally run the warm-up and the mask search (their cost is reported).
+    """
     _legacy_keras_guard()
     from models.config import VARIANTS
 
-    cfg = _load(config_path)
+    cfg = _load(config_path, overrides)
     if epochs:
         cfg = cfg.with_overrides(training={"epochs": epochs})
     names = list(VARIANTS) if variants.strip() == "all" else [v.strip() for v in variants.split(",") if v.strip()]

@@ -94,6 +94,12 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.exit_code != 0 and "unknown variant" in r.output
     r = runner.invoke(main, ["compare", "--config", str(good), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "no log files" in r.output
+    r = runner.invoke(main, ["compare", "--config", str(good), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                             "--set", "sparse.rounds=0"])
+    assert r.exit_code != 0 and "sparse.rounds" in r.output and "--set sparse.rounds=0" in r.output
+    r = runner.invoke(main, ["compare", "--config", str(good), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                             "--set", "novalue"])
+    assert r.exit_code != 0 and "KEY=VALUE" in r.output
     r = runner.invoke(main, ["generate", "--out", str(tmp_path / "g"), "--days", "2", "--rows-per-day", "300"])
     assert r.exit_code == 0
     r = runner.invoke(main, ["compare", "--config", str(good), "--data", str(tmp_path / "g"), "--out", str(tmp_path / "o")])
