@@ -57,7 +57,10 @@ def conflict_weights(frame: pd.DataFrame, config: ProjectConfig) -> np.ndarray:
     limits = np.array([t[0] for t in gc.thresholds])
     mins = np.array([t[1] for t in gc.thresholds])
     bucket = np.minimum(np.searchsorted(limits, dur, side="left"), len(limits) - 1)
-    short = watch < mins[bucket]
+    # only rows of the task's own sample space (clicked rows for CVR): a non-clicked
+    # impression has watch 0 by construction and is not a conflict
+    in_space = task_space(frame, config.task(gc.task)) > 0
+    short = (watch < mins[bucket]) & in_space
     w[short] = gc.weight
     return w
 

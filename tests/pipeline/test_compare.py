@@ -31,7 +31,9 @@ def test_generate_and_compare_end_to_end(tmp_path):
     records = json.loads((out / "results.json").read_text())
     assert {tuple(sorted(x)) for x in records} == {("metric", "seed", "task", "value", "variant")}
     df = pd.DataFrame(records)
-    assert set(df.variant) == {"single", "layer", "esmm", "oracle"}
+    models = df[df.task != "ranking"]
+    assert set(models.variant) == {"single", "layer", "esmm", "oracle"}
+    assert {"single/single", "single/layer", "oracle/oracle", "random order"} <= set(df[df.task == "ranking"].variant)
     assert set(df[df.variant == "layer"].seed) == {42, 43}
     auc = df[(df.task == "ctr") & (df.metric == "auc") & (df.variant != "oracle")].value
     assert auc.between(0.4, 1.0).all()
@@ -111,3 +113,29 @@ def test_help_explains():
     assert r.exit_code == 0 and "generate" in r.output and "compare" in r.output
     r = CliRunner().invoke(main, ["compare", "--help"])
     assert "--variants" in r.output and "all" in r.output
+
+
+def test_compare_sparse_variants_end_to_end(tmp_path):
+    """connection + neuron through the CLI: masks, analytics, plots, ranking simulation in the report."""
+    runner = CliRunner()
+    data = tmp_path / "logs"
+    assert runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500", "--with-truth"]).exit_code == 0
+    cfg = _write_cfg(tmp_path, tiny_config_dict())
+    out = tmp_path / "cmp"
+    r = runner.invoke(main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,layer,connection,neuron",
+                             "--seeds", "1", "--out", str(out), "--set", "sparse.rounds=2", "--set", "sparse.final_density=0.3"])
+    assert r.exit_code == 0, r.output
+    df = pd.DataFrame(json.loads((out / "results.json").read_text()))
+    cost = df[(df.variant == "connection") & (df.metric == "search_cost_ratio")].value
+    assert len(cost) == 1 and cost.iloc[0] > 0
+    ranking = df[df.task == "ranking"]
+    assert {"single/single", "single/layer", "single/connection", "connection/connection", "oracle/oracle"} <= set(ranking.variant)
+    assert (ranking[ranking.variant == "oracle/oracle"].value.iloc[0] >= ranking[ranking.variant != "oracle/oracle"].value.max() - 1e-9)
+    for v in ("connection", "neuron"):
+        for suffix in ("mask_analytics.json", "mask_sharing.png", "pruning_curve.png", "masks.npz"):
+            assert (out / "masks" / f"{v}_seed42_{suffix}").exists()
+        a = json.loads((out / "masks" / f"{v}_seed42_mask_analytics.json").read_text())
+        assert [r["round"] for r in a["search"] if r["task"] == "cvr"] == [0, 1, 2]
+    report = (out / "report.md").read_text()
+    assert "## Sparse sharing: masks" in report and "## Offline ranking simulation" in report
+    assert "single/connection" in report
