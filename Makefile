@@ -16,7 +16,9 @@ SEEDS ?= 3
 VARIANTS ?= all
 OUT ?= .ncs/compare
 
-.PHONY: install run test test-fast bench clean
+SERVING ?= serving_models/ctr_cvr
+
+.PHONY: install run compare test bench clean
 
 install: $(STAMP)
 
@@ -30,8 +32,12 @@ $(DATA)/.complete: | $(STAMP)
 	$(NCS) generate --out $(DATA) --days $(DAYS) --rows-per-day $(ROWS) --seed 0 --with-truth
 	@touch $@
 
-# The main job. Until the TFX pipeline lands it runs the comparison on the default data.
+# The main job: the TFX pipeline on the default logs (ExampleGen ... Evaluator -> Pusher), then a summary.
 run: $(STAMP) $(DATA)/.complete
+	$(NCS) run --config configs/video.yaml --data $(DATA) --serving-dir $(SERVING)
+
+# Every model variant on the same split, 3 seeds: results.json + report.md (docs/results/ has one)
+compare: $(STAMP) $(DATA)/.complete
 	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants $(VARIANTS) --seeds $(SEEDS) --out $(OUT)
 
 test: $(STAMP)
@@ -41,4 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf .ncs .pytest_cache
+	rm -rf .ncs .pytest_cache serving_models

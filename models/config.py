@@ -279,6 +279,48 @@ class RankingConfig(_Strict):
     c: float = 1.0
 
 
+class TaskThreshold(_Strict):
+    """Blessing thresholds of one task's primary metric (AUC for binary, clicked-only MSE for regression).
+
+    ``value``: the absolute bound (AUC lower bound / MSE upper bound); ``max_change``: how much
+    worse than the last blessed model the candidate may be (AUC drop / MSE rise), only checked
+    when a blessed baseline exists (the very first run is judged by ``value`` alone).
+    """
+
+    value: Optional[float] = None
+    max_change: Optional[float] = Field(default=None, ge=0)
+
+
+class PipelineConfig(_Strict):
+    """The TFX pipeline (``ncs run``): ingestion, validation, evaluation and push.
+
+    ``input_pattern`` is relative to the data root; ``*/*.csv`` ingests every day folder
+    as one span, ``{YYYY}{MM}{DD}/*.csv`` takes the latest day (TFX span pattern).
+    ``splits`` are hash-bucket counts of ExampleGen's output splits; ``valid`` scores the
+    mask search rounds, ``eval`` is what TFMA evaluates and blesses on.
+    """
+
+    name: str = Field(default="ncs-ctr-cvr", pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    format: Literal["csv", "tfrecord", "parquet"] = "csv"
+    input_pattern: str = "*/*.csv"
+    splits: dict[str, int] = Field(default_factory=lambda: {"train": 8, "valid": 1, "eval": 1})
+    schema_file: Optional[str] = None  # curated schema (pbtxt), relative to the config file; None = SchemaGen infers
+    slices: list[str] = Field(default_factory=lambda: ["page", "duration_bucket"])
+    duration_buckets: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
+    thresholds: dict[str, TaskThreshold] = Field(default_factory=dict)
+    smoke_check_rows: int = Field(default=64, ge=1)
+    beam_args: list[str] = Field(
+        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    )
+
+    @field_validator("splits")
+    @classmethod
+    def _three_splits(cls, v):
+        if set(v) != {"train", "valid", "eval"} or any(n < 1 for n in v.values()):
+            raise ValueError("must give positive hash buckets for exactly train, valid and eval")
+        return v
+
+
 class ProjectConfig(_Strict):
     dataset: DatasetConfig
     features: list[Feature] = Field(min_length=1)
@@ -288,6 +330,7 @@ class ProjectConfig(_Strict):
     sparse: SparseSharingConfig = Field(default_factory=SparseSharingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ranking: Optional[RankingConfig] = None
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
     def _cross_references(self):
@@ -342,6 +385,9 @@ class ProjectConfig(_Strict):
         for task in self.tuning.dynamic_loss_gamma:
             if task not in tnames:
                 raise ValueError(f"tuning.dynamic_loss_gamma.{task}: unknown task (tasks are {tnames})")
+        for task in self.pipeline.thresholds:
+            if task not in tnames:
+                raise ValueError(f"pipeline.thresholds.{task}: unknown task (tasks are {tnames})")
         if self.dataset.split.by == "hash":
             hk = self.dataset.split.hash_key
             if hk is None or hk not in cols:

@@ -146,6 +146,161 @@ def compare(config_path, data_path, variants, seeds, out_dir, epochs, keras_verb
     click.echo(f"\nreport: {Path(out_dir) / 'report.md'}   records: {Path(out_dir) / 'results.json'}")
 
 
+def _schema_path(cfg, config_path, override=None):
+    """``--schema`` or ``pipeline.schema_file`` (relative to the config file); None = infer with SchemaGen."""
+    name = override or cfg.pipeline.schema_file
+    if not name:
+        return None
+    p = Path(name)
+    if not p.is_absolute():
+        p = Path(config_path).resolve().parent / p
+    if not p.exists():
+        raise click.ClickException(f"schema file not found: {p} (pipeline.schema_file in {config_path})")
+    return str(p)
+
+
+_PROGRESS_PREFIXES = ("Component ", "MaskSearch", "MaskedTrainer", "ServingSmokeCheck", "Model pushed", "Model version",
+                      "Model on ", "Validation complete")
+
+
+_NOISE = ("ArtifactQuery.property_predicate is not supported",)
+
+
+def _progress_logging(verbose: bool):
+    """Component start/finish lines and our components' progress on stderr; everything with --verbose."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    # TFX logs through the "absl" logger; a logger-level filter keeps only progress lines
+    # whatever handler (absl's or a basicConfig one Beam installs) prints them
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)
+    if not verbose:
+
+        class _Only(logging.Filter):
+            def filter(self, record):
+                try:
+                    msg = record.getMessage()
+                except Exception:  # noqa: BLE001
+                    return False
+                if msg.startswith(_NOISE):
+                    return False
+                return record.levelno >= logging.WARNING or msg.startswith(_PROGRESS_PREFIXES)
+
+        absl_logger.addFilter(_Only())
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@main.command()
+@click.option("--config", "config_path", default="configs/video.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="Project YAML (its pipeline: section drives the run).")
+@click.option("--data", "data_root", default=".ncs/data/video", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of daily log folders YYYYMMDD/ (pipeline.input_pattern picks the files).")
+@click.option("--serving-dir", default="serving_models/ctr_cvr", show_default=True, type=click.Path(file_okay=False),
+              help="Pusher's base directory; versions land in SERVING_DIR/<unix time>/ (TF Serving layout).")
+@click.option("--schema", "schema_override", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Curated schema (pbtxt) instead of pipeline.schema_file.")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
+              help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--direct_num_workers=1.")
+@click.option("--no-cache", is_flag=True, help="Re-run every component instead of reusing cached outputs.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set model.variant=ple.")
+@click.option("-v", "--verbose", is_flag=True, help="Show all TFX/Beam logs, not only component progress.")
+def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cache, overrides, verbose):
+    """Run the TFX pipeline locally (LocalDagRunner, Beam DirectRunner).
+
+    \b
+    ExampleGen -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> ValidationGate
+      -> Transform -> MaskSearch (connection/neuron) -> MaskedTrainer
+      -> Evaluator (TFMA, vs last blessed model) -> ServingSmokeCheck -> Pusher
+
+    Artifacts and the SQLite ML Metadata store live under $NCS_HOME (default ./.ncs/).
+    Finished components are cached: a run killed mid-way re-uses them when started again.
+    A summary (metrics vs the baseline, blessing, masks, push) is printed at the end and
+    written to $NCS_HOME/last_run.json.
+    """
+    _legacy_keras_guard()
+    cfg = _load(config_path, overrides)
+    schema = _schema_path(cfg, config_path, schema_override)
+    _progress_logging(verbose)
+    from pipeline.runner import LocalPaths, format_summary, run_local, run_summary, write_summary
+
+    paths = LocalPaths.make(cfg.pipeline.name, serving_dir)
+    click.echo(
+        f"pipeline {cfg.pipeline.name}: variant {cfg.model.variant}, data {Path(data_root).resolve()} "
+        f"({cfg.pipeline.format}, {cfg.pipeline.input_pattern}), schema {schema or 'inferred by SchemaGen'}\n"
+        f"artifacts {paths.pipeline_root}, metadata {paths.metadata}, serving {paths.serving_dir}"
+    )
+    import time
+
+    t0 = time.perf_counter()
+    failed = None
+    try:
+        run_local(cfg, data_root, paths, schema, list(beam_args) or None, enable_cache=not no_cache)
+    except Exception as err:  # noqa: BLE001 - report the failing component's error, then the summary
+        failed = err
+    summary = run_summary(cfg, paths) if paths.metadata.exists() else {}
+    summary["seconds"] = time.perf_counter() - t0
+    if failed is not None:
+        summary["error"] = f"{type(failed).__name__}: {failed}"
+    write_summary(summary, paths.home / "last_run.json")
+    if failed is not None:
+        raise click.ClickException(f"pipeline stopped: {failed}\nnothing was pushed by this run; served versions under {paths.serving_dir} are unchanged")
+    click.echo(format_summary(summary, cfg))
+    click.echo(f"finished in {summary['seconds']:.0f}s; summary: {paths.home / 'last_run.json'}")
+
+
+@main.command("compile")
+@click.option("--config", "config_path", default="configs/video.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--runner", type=click.Choice(["kubeflow"]), default="kubeflow", show_default=True,
+              help="Orchestrator to compile for (Kubeflow Pipelines V2 / Vertex AI Pipelines JSON).")
+@click.option("--image", required=True, help="Container image with this project installed (see Dockerfile).")
+@click.option("--out", "out_file", default="pipeline.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--data", "data_root", default="gs://YOUR_BUCKET/logs", show_default=True, help="Data root as the cluster sees it.")
+@click.option("--pipeline-root", default="gs://YOUR_BUCKET/ncs/pipeline_root", show_default=True)
+@click.option("--serving-dir", default="gs://YOUR_BUCKET/ncs/serving/ctr_cvr", show_default=True)
+@click.option("--schema", "schema_uri", default=None, help="Schema file URI as the cluster sees it (default: pipeline.schema_file baked into the image).")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG", help="Beam arg (repeatable), e.g. --beam-arg=--runner=DataflowRunner.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def compile_cmd(config_path, runner, image, out_file, data_root, pipeline_root, serving_dir, schema_uri, beam_args, overrides):
+    """Compile the pipeline to a Kubeflow Pipelines V2 JSON spec (offline, no cluster needed).
+
+    Submit it with the KFP SDK (kfp.Client().create_run_from_pipeline_package) or
+    Vertex AI Pipelines. Paths must be ones the cluster can read (gs://, s3://, a PVC).
+    """
+    cfg = _load(config_path, overrides)
+    schema = schema_uri
+    if schema is None and cfg.pipeline.schema_file:
+        # the image carries the repo at /app (Dockerfile), so the config's schema is there
+        schema = str(Path("/app") / Path(config_path).parent / cfg.pipeline.schema_file)
+    from pipeline.runner import compile_kubeflow
+
+    out = compile_kubeflow(cfg, image, out_file, data_root, pipeline_root, serving_dir, schema, list(beam_args) or None)
+    click.echo(f"wrote {out} (Kubeflow Pipelines V2, image {image})")
+
+
+@main.command()
+@click.option("--config", "config_path", default="configs/video.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_pattern", required=True, help="Known-good CSV logs, a glob such as 'DIR/*/*.csv'.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Schema pbtxt to write.")
+def schema(config_path, data_pattern, out_file):
+    """Infer a TFDV schema from known-good logs and tighten it from the config (curated schema).
+
+    Review the file, commit it next to the config and point pipeline.schema_file at it:
+    every later run validates new logs against it before training.
+    """
+    _legacy_keras_guard()
+    cfg = _load(config_path)
+    from pipeline.schema import infer_curated_schema
+
+    try:
+        out = infer_curated_schema(cfg, data_pattern, out_file)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {out}")
+
+
 @main.command("validate-config")
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
 def validate_config(config_path):

@@ -24,6 +24,8 @@ def tiny_config_dict(**model_overrides) -> dict:
     )
     data["model"].update(model_overrides)
     data["training"].update({"batch_size": 256, "epochs": 1})
+    # the curated schema sits next to the default config; tests write configs elsewhere
+    data["pipeline"]["schema_file"] = str(VIDEO_CONFIG.parent / data["pipeline"]["schema_file"])
     return data
 
 

@@ -1,0 +1,86 @@
+"""MaskSearch component: Steps 1-2 of sparse sharing (warm-up -> per-task mask search).
+
+Consumes Transform's output (examples + graph), runs
+``models.sparse_sharing.SparseSharingTrainer.warmup`` and ``.search`` and writes a
+``TaskMasks`` artifact: ``masks.npz``, ``theta.npz`` (the rewind point every mask is
+relative to, which the MaskedTrainer starts from), the analytics JSON and PNG plots, and
+summary numbers as custom properties (``density_<task>``, ``chosen_round_<task>``,
+``shared_fraction``, ``unused_fraction``, ``warmup_seconds``, ``search_seconds``).
+"""
+
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
+
+from components.data import embedding_tables_from_transform, load_split
+from components.types import TaskMasks
+from models.config import SPARSE_VARIANTS, ProjectConfig
+from models.mask_analytics import analyze, write_analytics
+from models.masks import MaskShapeError
+from models.masks import TaskMasks as Masks
+
+MASKS_FILE, THETA_FILE = "masks.npz", "theta.npz"
+
+
+def save_theta(path: str, weights: list[np.ndarray]) -> None:
+    np.savez(path, **{f"w{i:04d}": w for i, w in enumerate(weights)})
+
+
+def load_theta(path: str) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def load_masks_artifact(uri: str) -> tuple[Masks, list[np.ndarray]]:
+    masks_path, theta_path = os.path.join(uri, MASKS_FILE), os.path.join(uri, THETA_FILE)
+    for p in (masks_path, theta_path):
+        if not os.path.exists(p):
+            raise MaskShapeError(f"TaskMasks artifact at {uri} has no {os.path.basename(p)}")
+    return Masks.load(masks_path), load_theta(theta_path)
+
+
+@tfx.dsl.components.component
+def MaskSearch(
+    transformed_examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
+    masks: tfx.dsl.components.OutputArtifact[TaskMasks],
+    config_json: tfx.dsl.components.Parameter[str],
+):
+    config = ProjectConfig.model_validate_json(config_json)
+    variant = config.model.variant
+    if variant not in SPARSE_VARIANTS:
+        raise ValueError(f"MaskSearch needs model.variant in {SPARSE_VARIANTS}, got {variant!r}")
+    from models.sparse_sharing import SparseSharingTrainer
+
+    tft_output = tft.TFTransformOutput(transform_graph.uri)
+    train = load_split(transformed_examples.uri, "train", config, tft_output)
+    valid = load_split(transformed_examples.uri, "valid", config, tft_output)
+    logging.info("MaskSearch: %d train rows, %d valid rows", len(train), len(valid))
+    tables = embedding_tables_from_transform(config, tft_output)
+    trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: logging.info("MaskSearch %s", m))
+    t0 = time.perf_counter()
+    theta = trainer.warmup(train)
+    t1 = time.perf_counter()
+    found, rounds, chosen = trainer.search(train, valid)
+    t2 = time.perf_counter()
+
+    found.save(os.path.join(masks.uri, MASKS_FILE))
+    save_theta(os.path.join(masks.uri, THETA_FILE), theta)
+    analytics = analyze(found, rounds, chosen)
+    analytics["seconds"] = {"warmup": t1 - t0, "search": t2 - t1}
+    write_analytics(analytics, masks.uri)
+    masks.set_string_custom_property("structure", variant)
+    for t in config.task_names:
+        masks.set_float_custom_property(f"density_{t}", found.density(t))
+        masks.set_int_custom_property(f"chosen_round_{t}", int(chosen[t]))
+    masks.set_float_custom_property("shared_fraction", analytics["overall"]["shared"])
+    masks.set_float_custom_property("unused_fraction", analytics["overall"]["unused"])
+    masks.set_float_custom_property("warmup_seconds", t1 - t0)
+    masks.set_float_custom_property("search_seconds", t2 - t1)
+    masks.set_string_custom_property("layer_shapes", json.dumps([list(s) for s in found.shapes]))

@@ -1,0 +1,47 @@
+"""ValidationGate component: stop the run before Transform/training when ExampleValidator found anomalies.
+
+ExampleValidator only records anomalies (``SchemaDiff.pb`` per split); a production run must
+not train on a day whose columns, types, domains or ranges broke the schema. The gate reads
+every split's anomalies and fails the component — the local runner then stops the pipeline,
+so nothing downstream (training, evaluation, push) runs and the served model is untouched.
+"""
+
+
+import glob
+import os
+
+from tfx import v1 as tfx
+
+
+class DataValidationError(RuntimeError):
+    """Anomalies were found; the message lists them and names the report file."""
+
+
+def collect_anomalies(anomalies_uri: str) -> list[tuple[str, str, str]]:
+    """``[(report path, feature, description)]`` for every anomaly of every split."""
+    from tensorflow_data_validation.utils.anomalies_util import load_anomalies_binary
+
+    found = []
+    for path in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
+        anomalies = load_anomalies_binary(path)
+        for feature, info in anomalies.anomaly_info.items():
+            reasons = "; ".join(r.description or r.short_description for r in info.reason) or info.description
+            found.append((path, feature, reasons))
+        if anomalies.HasField("dataset_anomaly_info"):
+            info = anomalies.dataset_anomaly_info
+            found.append((path, "<dataset>", "; ".join(r.description for r in info.reason)))
+    return found
+
+
+@tfx.dsl.components.component
+def ValidationGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
+    found = collect_anomalies(anomalies.uri)
+    if found:
+        lines = [f"  {os.path.basename(os.path.dirname(path))}: {feature}: {why}" for path, feature, why in found]
+        reports = sorted({p for p, _, _ in found})
+        raise DataValidationError(
+            "ExampleValidator found anomalies; stopping before training (nothing is pushed):\n"
+            + "\n".join(lines)
+            + "\nanomaly report(s): "
+            + ", ".join(reports)
+        )

@@ -1,0 +1,234 @@
+"""TFX pipeline assembly (components only; the logic lives in ``models/`` and ``components/``).
+
+::
+
+    ExampleGen (CSV | TFRecord | Parquet; train / valid / eval hash splits)
+      -> StatisticsGen -> SchemaGen or ImportSchemaGen (curated schema) -> ExampleValidator
+      -> ValidationGate (anomalies stop the run here)
+      -> Transform (vocabularies + OOV buckets, normalization, labels, sample spaces)
+      -> MaskSearch (connection / neuron only: warm-up + per-task lottery-ticket search -> TaskMasks)
+      -> MaskedTrainer (joint masked training, or any baseline variant -> Format-Serving)
+      -> Evaluator (TFMA; per-task metrics and thresholds vs the latest blessed model)
+      -> ServingSmokeCheck (fresh-process load + call of every signature -> InfraBlessing)
+      -> Pusher (filesystem, TF Serving layout <base>/<version>/; only when both blessings hold)
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.mask_search import MaskSearch
+from components.masked_trainer import MaskedTrainer
+from components.smoke_check import ServingSmokeCheck
+from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE
+from components.validation_gate import ValidationGate
+from models.config import SPARSE_VARIANTS, ProjectConfig
+
+# Defaults when pipeline.thresholds does not name a task: a sanity bound only
+# (AUC must beat chance; MSE must beat predicting 0.5 for a [0,1] label), and the
+# candidate may not be worse than the last blessed model by more than this.
+DEFAULT_AUC_MIN, DEFAULT_AUC_MAX_DROP = 0.5, 0.01
+DEFAULT_MSE_MAX, DEFAULT_MSE_MAX_RISE = 0.25, 0.005
+
+
+def _overall_only(**threshold) -> list:
+    # a MetricConfig.threshold would apply to every slice; blessing is decided on the whole eval
+    # split (small slices are reported, not gated)
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))]
+
+
+def slice_feature(column: str) -> str:
+    """The Transform output TFMA slices on for a configured slice column (raw values, not ids)."""
+    return column if column == DURATION_BUCKET else SLICE + column
+
+
+def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
+    """TFMA config: one MetricsSpec per task output, each weighted by its sample space.
+
+    Labels and weights come from the model's ``transform_features`` signature
+    (``label__t``, ``space__t``), so CVR is scored on clicked rows only.
+    """
+    model_spec = tfma.ModelSpec(
+        signature_name="serving_default",
+        preprocessing_function_names=["transform_features"],
+        label_keys={t: LABEL + t for t in config.task_names},
+        example_weight_keys={t: SPACE + t for t in config.task_names},
+    )
+    specs = []
+    for task in config.tasks:
+        th = config.pipeline.thresholds.get(task.name)
+        if task.type == "binary":
+            lo = th.value if th and th.value is not None else DEFAULT_AUC_MIN
+            drop = th.max_change if th and th.max_change is not None else DEFAULT_AUC_MAX_DROP
+            primary = tfma.MetricConfig(
+                class_name="AUC",
+                per_slice_thresholds=_overall_only(
+                    value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lo}),
+                    change_threshold=tfma.GenericChangeThreshold(
+                        direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -drop}
+                    ),
+                ),
+            )
+            metrics = [
+                primary,
+                tfma.MetricConfig(class_name="BinaryCrossentropy", config='{"name": "logloss"}'),
+                tfma.MetricConfig(class_name="Calibration"),
+                tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'),
+                tfma.MetricConfig(class_name="MeanLabel"),
+                tfma.MetricConfig(class_name="MeanPrediction"),
+            ]
+        else:
+            hi = th.value if th and th.value is not None else DEFAULT_MSE_MAX
+            rise = th.max_change if th and th.max_change is not None else DEFAULT_MSE_MAX_RISE
+            primary = tfma.MetricConfig(
+                class_name="MeanSquaredError",
+                config='{"name": "mse"}',
+                per_slice_thresholds=_overall_only(
+                    value_threshold=tfma.GenericValueThreshold(upper_bound={"value": hi}),
+                    change_threshold=tfma.GenericChangeThreshold(
+                        direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={"value": rise}
+                    ),
+                ),
+            )
+            metrics = [
+                primary,
+                tfma.MetricConfig(class_name="Calibration"),
+                tfma.MetricConfig(class_name="MeanLabel"),
+                tfma.MetricConfig(class_name="MeanPrediction"),
+            ]
+        metrics += [tfma.MetricConfig(class_name="ExampleCount"), tfma.MetricConfig(class_name="WeightedExampleCount")]
+        specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
+        # the plain row count beside the sample-space (weighted) count: CVR's is all rows vs clicked rows
+        specs.append(
+            tfma.MetricsSpec(
+                output_names=[task.name],
+                metrics=[tfma.MetricConfig(class_name="ExampleCount")],
+                example_weights=tfma.ExampleWeightOptions(unweighted=True),
+            )
+        )
+    slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[slice_feature(k)]) for k in config.pipeline.slices]
+    return tfma.EvalConfig(model_specs=[model_spec], metrics_specs=specs, slicing_specs=slicing)
+
+
+def _example_gen(config: ProjectConfig, data_root: str):
+    pc = config.pipeline
+    input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="logs", pattern=pc.input_pattern)])
+    output_config = tfx.proto.Output(
+        split_config=tfx.proto.SplitConfig(
+            splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=pc.splits[n]) for n in ("train", "valid", "eval")]
+        )
+    )
+    if pc.format == "csv":
+        return tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
+    if pc.format == "tfrecord":
+        return tfx.components.ImportExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
+    from tfx.components.example_gen.custom_executors import parquet_executor
+    from tfx.dsl.components.base import executor_spec
+
+    return tfx.components.FileBasedExampleGen(
+        input_base=data_root,
+        input_config=input_config,
+        output_config=output_config,
+        custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor),
+    )
+
+
+def create_pipeline(
+    config: ProjectConfig,
+    data_root: str,
+    pipeline_root: str,
+    serving_dir: str,
+    metadata_path: str | None = None,
+    schema_path: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """The whole production pipeline as a ``tfx.dsl.Pipeline``.
+
+    Args:
+      config: the project config (model variant, tasks, ``pipeline`` section).
+      data_root: folder of daily log folders (local path or a gs:// / s3:// URI).
+      pipeline_root: where artifacts go.
+      serving_dir: Pusher's filesystem base directory (TF Serving layout ``<base>/<version>/``).
+      metadata_path: SQLite MLMD file (local runs); ``None`` lets the orchestrator decide (Kubeflow).
+      schema_path: a curated schema folder/file for ImportSchemaGen; ``None`` infers one with SchemaGen.
+      beam_pipeline_args: passed to every Beam-powered component (Flink/Spark/Dataflow args work unchanged).
+    """
+    config_json = config.model_dump_json()
+    example_gen = _example_gen(config, data_root)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    if schema_path:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="components.transform.preprocessing_fn",
+        custom_config={"config_json": config_json},
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid", "eval"]),
+    )
+    transform.add_upstream_node(gate)
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform]
+    trainer_inputs = dict(
+        transformed_examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        config_json=config_json,
+    )
+    if config.model.variant in SPARSE_VARIANTS:
+        mask_search = MaskSearch(
+            transformed_examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            config_json=config_json,
+        )
+        components.append(mask_search)
+        trainer_inputs["masks"] = mask_search.outputs["masks"]
+    trainer = MaskedTrainer(**trainer_inputs)
+    components.append(trainer)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+        example_splits=["eval"],
+    )
+    smoke = ServingSmokeCheck(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        tasks_json=__import__("json").dumps(config.task_names),
+        rows=config.pipeline.smoke_check_rows,
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=smoke.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
+        ),
+    )
+    components += [model_resolver, evaluator, smoke, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline.name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
+        ),
+        beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None else config.pipeline.beam_args),
+    )
+
+
+__all__ = ["create_pipeline", "eval_config", "DURATION_BUCKET"]

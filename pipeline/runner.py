@@ -1,0 +1,232 @@
+"""Runners: local (LocalDagRunner + SQLite MLMD under ``$NCS_HOME``) and Kubeflow V2 (offline compile).
+
+Also the post-run summary ``ncs run`` prints: per-task TFMA metrics of the new model vs the
+baseline, blessing, mask density/overlap, where the SavedModel was pushed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from models.config import ProjectConfig
+
+
+def ncs_home() -> Path:
+    return Path(os.environ.get("NCS_HOME", ".ncs")).resolve()
+
+
+@dataclasses.dataclass
+class LocalPaths:
+    home: Path
+    pipeline_root: Path
+    metadata: Path
+    serving_dir: Path
+
+    @classmethod
+    def make(cls, pipeline_name: str, serving_dir: str | os.PathLike | None = None, home: Path | None = None):
+        home = Path(home or ncs_home())
+        return cls(
+            home,
+            home / "pipelines" / pipeline_name,
+            home / "metadata" / f"{pipeline_name}.sqlite",
+            Path(serving_dir or "serving_models/ctr_cvr").resolve(),
+        )
+
+
+def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_path: str | None = None,
+              beam_args: list[str] | None = None, enable_cache: bool = True) -> None:
+    """Run the whole pipeline in this process with LocalDagRunner (raises if a component fails)."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    paths.pipeline_root.mkdir(parents=True, exist_ok=True)
+    paths.metadata.parent.mkdir(parents=True, exist_ok=True)
+    paths.serving_dir.mkdir(parents=True, exist_ok=True)
+    p = create_pipeline(
+        config,
+        data_root=str(Path(data_root).resolve()),
+        pipeline_root=str(paths.pipeline_root),
+        serving_dir=str(paths.serving_dir),
+        metadata_path=str(paths.metadata),
+        schema_path=schema_path,
+        beam_pipeline_args=beam_args,
+        enable_cache=enable_cache,
+    )
+    tfx.orchestration.LocalDagRunner().run(p)
+
+
+def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root: str, pipeline_root: str,
+                     serving_dir: str, schema_path: str | None = None, beam_args: list[str] | None = None) -> Path:
+    """Write a Kubeflow Pipelines V2 (Vertex-compatible) JSON spec offline; no cluster needed."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    p = create_pipeline(
+        config,
+        data_root=data_root,
+        pipeline_root=pipeline_root,
+        serving_dir=serving_dir,
+        metadata_path=None,
+        schema_path=schema_path,
+        beam_pipeline_args=beam_args,
+    )
+    out = Path(out_file).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=str(out.parent),
+        output_filename=out.name,
+    )
+    runner.run(p, write_out=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _latest(store, type_name: str, pipeline_name: str | None = None):
+    arts = store.get_artifacts_by_type(type_name)
+    return max(arts, key=lambda a: a.id) if arts else None
+
+
+def _props(artifact) -> dict:
+    out = {}
+    for k, v in artifact.custom_properties.items():
+        which = v.WhichOneof("value")
+        if which in ("int_value", "double_value", "string_value"):
+            out[k] = getattr(v, which)
+    return out
+
+
+def _blessed_models(store) -> list:
+    """Model artifacts with a blessing ``blessed == 1``, oldest first."""
+    out = []
+    for b in store.get_artifacts_by_type("ModelBlessing"):
+        props = _props(b)
+        if props.get("blessed") == 1 and "current_model_id" in props:
+            out.append(int(props["current_model_id"]))
+    return sorted(set(out))
+
+
+def _threshold_text(th) -> str:
+    if th.HasField("value_threshold"):
+        v = th.value_threshold
+        parts = [f">= {v.lower_bound.value:g}" if v.HasField("lower_bound") else "", f"<= {v.upper_bound.value:g}" if v.HasField("upper_bound") else ""]
+        return " and ".join(p for p in parts if p)
+    c = th.change_threshold
+    return f"change {'>=' if c.direction == 2 else '<='} {c.absolute.value:g} vs the last blessed model"
+
+
+def run_summary(config: ProjectConfig, paths: LocalPaths) -> dict:
+    """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push."""
+    import ml_metadata as mlmd
+    import tensorflow_model_analysis as tfma
+    from ml_metadata.proto import metadata_store_pb2
+
+    cc = metadata_store_pb2.ConnectionConfig()
+    cc.sqlite.filename_uri = str(paths.metadata)
+    cc.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = mlmd.MetadataStore(cc)
+    out: dict = {"pipeline_root": str(paths.pipeline_root), "metadata": str(paths.metadata)}
+
+    model = _latest(store, "Model")
+    if model is not None:
+        out["model"] = {"uri": model.uri, **_props(model)}
+    evaluation = _latest(store, "ModelEvaluation")
+    if evaluation is not None:
+        out["evaluation_uri"] = evaluation.uri
+        metrics: dict = {}
+        for rec in tfma.load_metrics(evaluation.uri):
+            if rec.slice_key.single_slice_keys:
+                continue  # overall slice only in the summary
+            for key_and_value in rec.metric_keys_and_values:
+                k = key_and_value.key
+                v = key_and_value.value
+                if not v.HasField("double_value"):
+                    continue
+                side = "baseline" if k.model_name and "baseline" in k.model_name else "candidate"
+                if k.is_diff:
+                    side = "diff"
+                # TFMA computes some metrics (ExampleCount) both weighted and unweighted; the
+                # weighted one (by the task's sample space) keeps the plain name
+                name = k.name + ("_unweighted" if k.HasField("example_weighted") and not k.example_weighted.value else "")
+                metrics.setdefault(k.output_name or "all", {}).setdefault(name, {})[side] = v.double_value.value
+        out["metrics"] = metrics
+        try:
+            vr = tfma.load_validation_result(evaluation.uri)
+            out["validation_ok"] = bool(vr.validation_ok)
+            out["validation_failures"] = [
+                f"{f.metric_key.output_name}/{f.metric_key.name}"
+                + (" (vs baseline)" if f.metric_key.is_diff else "")
+                + f" = {f.metric_value.double_value.value:.5f} violates {_threshold_text(f.metric_threshold)}"
+                for m in vr.metric_validations_per_slice
+                for f in m.failures
+            ]
+        except Exception:  # noqa: BLE001 - no validation result when no thresholds
+            pass
+    masks = _latest(store, "components.TaskMasks")
+    if masks is not None:
+        out["masks"] = {"uri": masks.uri, **_props(masks)}
+    smoke = _latest(store, "InfraBlessing")
+    if smoke is not None:
+        out["smoke_check"] = {"uri": smoke.uri, **_props(smoke)}
+    pushed = _latest(store, "PushedModel")
+    if pushed is not None:
+        out["push"] = {"uri": pushed.uri, **_props(pushed)}
+    return out
+
+
+def format_summary(summary: dict, config: ProjectConfig) -> str:
+    lines = ["", "== run summary =="]
+    m = summary.get("model", {})
+    lines.append(f"model: variant {m.get('variant', '?')}, trained in {m.get('train_seconds', float('nan')):.0f}s  ({m.get('uri', '?')})")
+    metrics = summary.get("metrics", {})
+    for t in config.tasks:
+        name = "auc" if t.type == "binary" else "mse"
+        key = "auc" if t.type == "binary" else "mse"
+        row = metrics.get(t.name, {})
+        prim = row.get(key, {})
+        cand, base = prim.get("candidate"), prim.get("baseline")
+        w = row.get("weighted_example_count", {}).get("candidate")
+        s = f"  {t.name}: {name.upper()} {cand:.5f}" if cand is not None else f"  {t.name}: {name.upper()} –"
+        s += f" (baseline {base:.5f})" if base is not None else " (no blessed baseline yet)"
+        if w is not None:
+            s += f", {int(w)} eval rows in its sample space"
+        extra = [f"{k} {row[k]['candidate']:.4f}" for k in ("calibration", "logloss") if k in row and "candidate" in row[k]]
+        if extra:
+            s += "; " + ", ".join(extra)
+        lines.append(s)
+    if "validation_ok" in summary:
+        lines.append(f"TFMA blessing: {'BLESSED' if summary['validation_ok'] else 'NOT blessed'}")
+        for f in summary.get("validation_failures", []):
+            lines.append(f"  failed: {f}")
+    if "masks" in summary:
+        mk = summary["masks"]
+        dens = ", ".join(f"{t} {mk[f'density_{t}']:.3f}" for t in config.task_names if f"density_{t}" in mk)
+        lines.append(
+            f"masks: density {dens}; shared {mk.get('shared_fraction', float('nan')):.3f}, unused {mk.get('unused_fraction', float('nan')):.3f} "
+            f"of MLP connections; search {mk.get('search_seconds', float('nan')):.0f}s  ({mk['uri']})"
+        )
+    if "smoke_check" in summary:
+        lines.append(f"serving smoke check: {'passed' if summary['smoke_check'].get('blessed') == 1 else 'FAILED'}")
+    push = summary.get("push")
+    if push and push.get("pushed") == 1:
+        dest = push.get("pushed_destination", "?")
+        lines.append(f"pushed: {dest}")
+        base = os.path.dirname(dest.rstrip("/"))
+        lines.append(
+            "serve it: docker run -p 8501:8501 -p 8500:8500 -v "
+            f"{base}:/models/ctr_cvr -e MODEL_NAME=ctr_cvr tensorflow/serving"
+        )
+    else:
+        lines.append("pushed: nothing (a blessing did not hold; the served model is unchanged)")
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict, path: Path) -> None:
+    path.write_text(json.dumps(summary, indent=1, default=str))

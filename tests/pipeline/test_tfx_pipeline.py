@@ -1,0 +1,183 @@
+"""End-to-end: the TFX pipeline through `ncs run` (LocalDagRunner), a bad day, the Kubeflow V2 compile."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.conftest import tiny_config_dict
+
+COMPONENTS = {
+    "CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate", "Transform",
+    "MaskSearch", "MaskedTrainer", "latest_blessed_model_resolver", "Evaluator", "ServingSmokeCheck", "Pusher",
+}
+
+
+def _config(tmp_path: Path) -> Path:
+    d = tiny_config_dict(variant="connection")
+    d["sparse"] = {"rounds": 2, "final_density": 0.3}
+    # tiny data: the value thresholds only check the model is sane, so the first run pushes
+    d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
+    d["pipeline"]["smoke_check_rows"] = 32
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _store(home: Path):
+    import ml_metadata as mlmd
+    from ml_metadata.proto import metadata_store_pb2
+
+    cc = metadata_store_pb2.ConnectionConfig()
+    cc.sqlite.filename_uri = str(home / "metadata" / "ncs-ctr-cvr.sqlite")
+    cc.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return mlmd.MetadataStore(cc)
+
+
+def _run(tmp_path, home, data, serving, cfg):
+    return CliRunner().invoke(
+        main,
+        ["run", "--config", str(cfg), "--data", str(data), "--serving-dir", str(serving), "--beam-arg=--direct_num_workers=1"],
+        env={"NCS_HOME": str(home)},
+        catch_exceptions=False,
+    )
+
+
+def test_pipeline_end_to_end_then_bad_day(tmp_path):
+    runner = CliRunner()
+    data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
+    r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500"])
+    assert r.exit_code == 0, r.output
+    cfg = _config(tmp_path)
+
+    r = _run(tmp_path, home, data, serving, cfg)
+    assert r.exit_code == 0, r.output
+    assert "== run summary ==" in r.output and "pushed: " in r.output
+
+    store = _store(home)
+    # every component ran (and completed) once
+    ran = set()
+    for ctx in store.get_contexts_by_type("node"):
+        execs = store.get_executions_by_context(ctx.id)
+        if execs:
+            ran.add(ctx.name.split(".")[-1])
+            assert all(e.last_known_state in (3, 4) for e in execs), ctx.name  # COMPLETE or CACHED
+    assert COMPONENTS <= ran, COMPONENTS - ran
+    masks = store.get_artifacts_by_type("components.TaskMasks")
+    models = store.get_artifacts_by_type("Model")
+    assert len(masks) == 1 and len(models) == 1
+    assert os.path.exists(os.path.join(masks[0].uri, "masks.npz")) and os.path.exists(os.path.join(masks[0].uri, "theta.npz"))
+    assert 0 < masks[0].custom_properties["density_ctr"].double_value <= 1
+
+    # TFMA metrics exist for both tasks; CVR is weighted by click (its weighted count is the clicked rows)
+    summary = json.loads((home / "last_run.json").read_text())
+    m = summary["metrics"]
+    assert 0 < m["ctr"]["auc"]["candidate"] < 1
+    assert np.isfinite(m["cvr"]["mse"]["candidate"])
+    n_all, n_clicked = m["cvr"]["example_count_unweighted"]["candidate"], m["cvr"]["example_count"]["candidate"]
+    assert 0 < n_clicked < 0.5 * n_all
+    assert m["ctr"]["example_count"]["candidate"] == n_all
+    assert summary["validation_ok"] is True and summary["smoke_check"]["blessed"] == 1
+
+    # pushed in the TF Serving layout, and the pushed model answers serialized examples
+    versions = sorted(p for p in serving.iterdir() if p.is_dir())
+    assert len(versions) == 1 and (versions[0] / "saved_model.pb").exists()
+    loaded = tf.saved_model.load(str(versions[0]))
+    assert {"serving_default", "serving_raw", "transform_features"} <= set(loaded.signatures)
+    day = sorted(data.iterdir())[-1]
+    rows = pd.read_csv(next(day.glob("*.csv"))).head(20)
+    examples = []
+    for _, row in rows.iterrows():
+        feat = {}
+        for c, v in row.items():
+            if isinstance(v, str):
+                feat[c] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+            elif float(v).is_integer() and c not in ("watch_seconds",):
+                feat[c] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+            else:
+                feat[c] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+        examples.append(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+    out = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    assert {"ctr", "cvr", "rank_score"} <= set(out)
+    for k in ("ctr", "cvr"):
+        v = out[k].numpy()
+        assert v.shape == (20,) and np.all((v >= 0) & (v <= 1))
+    np.testing.assert_allclose(
+        out["rank_score"].numpy(), out["ctr"].numpy() * out["cvr"].numpy() * rows["duration"].to_numpy(), rtol=1e-5
+    )
+
+    # a corrupted day: stops at the validator, nothing downstream runs, the served version stays
+    bad = pd.read_csv(next(day.glob("*.csv")))
+    bad["duration"] = bad["duration"].astype(str)
+    bad.loc[::7, "duration"] = "n/a"
+    bad.loc[::11, "click"] = 2
+    (data / "20260104").mkdir()
+    bad.to_csv(data / "20260104" / "part-00000.csv", index=False)
+    r = CliRunner().invoke(
+        main,
+        ["run", "--config", str(cfg), "--data", str(data), "--serving-dir", str(serving), "--beam-arg=--direct_num_workers=1"],
+        env={"NCS_HOME": str(home)},
+    )
+    assert r.exit_code != 0
+    assert "ExampleValidator found anomalies" in r.output and "SchemaDiff.pb" in r.output
+    assert "duration" in r.output and "click" in r.output
+    assert sorted(p for p in serving.iterdir() if p.is_dir()) == versions
+    store = _store(home)
+    assert len(store.get_artifacts_by_type("Model")) == 1  # no second training
+
+
+def test_kubeflow_v2_compile_names_custom_components(tmp_path):
+    out = tmp_path / "kfp" / "pipeline.json"
+    r = CliRunner().invoke(main, ["compile", "--config", str(_config(tmp_path)), "--image", "registry.example/ncs:1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    spec = json.loads(out.read_text())["pipelineSpec"]
+    tasks = set(spec["root"]["dag"]["tasks"])
+    assert {"MaskSearch", "MaskedTrainer", "ServingSmokeCheck", "ValidationGate", "Evaluator", "Pusher"} <= tasks
+    text = out.read_text()
+    assert "components.TaskMasks" in text and "registry.example/ncs:1" in text
+
+
+def test_baseline_variant_pipeline_has_no_mask_search(tmp_path):
+    from models.config import parse_config
+    from pipeline.pipeline import create_pipeline
+
+    d = tiny_config_dict(variant="ple")
+    p = create_pipeline(parse_config(d), str(tmp_path / "data"), str(tmp_path / "root"), str(tmp_path / "serving"),
+                        str(tmp_path / "m.sqlite"))
+    ids = {c.id for c in p.components}
+    assert "MaskSearch" not in ids and "MaskedTrainer" in ids
+
+
+@pytest.mark.parametrize("task_type", ["binary", "regression"])
+def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
+    from models.config import parse_config
+    from pipeline.pipeline import eval_config
+
+    cfg = parse_config(tiny_config_dict())
+    ec = eval_config(cfg)
+    spec = ec.model_specs[0]
+    assert dict(spec.example_weight_keys) == {"ctr": "space__ctr", "cvr": "space__cvr"}
+    assert list(spec.preprocessing_function_names) == ["transform_features"]
+    name = "ctr" if task_type == "binary" else "cvr"
+    ms = next(m for m in ec.metrics_specs if list(m.output_names) == [name] and not m.HasField("example_weights"))
+    gated = [m for m in ms.metrics if m.per_slice_thresholds]
+    assert len(gated) == 1
+    th = gated[0].per_slice_thresholds[0]
+    assert len(th.slicing_specs) == 1 and not th.slicing_specs[0].feature_keys  # the overall slice only
+    want = cfg.pipeline.thresholds[name]
+    if task_type == "binary":
+        assert gated[0].class_name == "AUC"
+        assert th.threshold.value_threshold.lower_bound.value == pytest.approx(want.value)
+        assert th.threshold.change_threshold.absolute.value == pytest.approx(-want.max_change)
+    else:
+        assert gated[0].class_name == "MeanSquaredError"
+        assert th.threshold.value_threshold.upper_bound.value == pytest.approx(want.value)
+        assert th.threshold.change_threshold.absolute.value == pytest.approx(want.max_change)
+    assert {tuple(s.feature_keys) for s in ec.slicing_specs} == {(), ("slice__page",), ("duration_bucket",)}
