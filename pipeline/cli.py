@@ -187,10 +187,11 @@ def _progress_logging(verbose: bool):
                     return False
                 if msg.startswith(_NOISE):
                     return False
-                return record.levelno >= logging.WARNING or msg.startswith(_PROGRESS_PREFIXES)
+                return record.levelno >= logging.ERROR or msg.startswith(_PROGRESS_PREFIXES)
 
         absl_logger.addFilter(_Only())
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        for noisy in ("tensorflow", "apache_beam"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @main.command()
