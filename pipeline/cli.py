@@ -228,6 +228,14 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
     from pipeline.runner import LocalPaths, format_summary, run_local, run_summary, write_summary
 
     paths = LocalPaths.make(cfg.pipeline.name, serving_dir)
+    if cfg.pipeline.format == "csv":
+        from pipeline.preflight import CsvLayoutError, check_csv_logs
+
+        try:
+            n = check_csv_logs(data_root, cfg)
+        except CsvLayoutError as err:
+            raise click.ClickException(f"{err}\nnothing was run; served versions under {paths.serving_dir} are unchanged") from None
+        click.echo(f"pre-flight: {n} CSV rows, layout ok")
     click.echo(
         f"pipeline {cfg.pipeline.name}: variant {cfg.model.variant}, data {Path(data_root).resolve()} "
         f"({cfg.pipeline.format}, {cfg.pipeline.input_pattern}), schema {schema or 'inferred by SchemaGen'}\n"

@@ -208,3 +208,29 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
         assert th.threshold.value_threshold.upper_bound.value == pytest.approx(want.value)
         assert th.threshold.change_threshold.absolute.value == pytest.approx(want.max_change)
     assert {tuple(s.feature_keys) for s in ec.slicing_specs} == {(), ("slice__page",), ("duration_bucket",)}
+
+
+def test_preflight_names_file_and_line_of_a_ragged_row(tmp_path):
+    from models.config import parse_config
+    from pipeline.preflight import CsvLayoutError, check_csv_logs
+
+    data = tmp_path / "logs"
+    assert CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "2", "--rows-per-day", "50"]).exit_code == 0
+    cfg = parse_config(tiny_config_dict())
+    assert check_csv_logs(str(data), cfg) == 100
+    f = data / "20260102" / "part-00000.csv"
+    lines = f.read_text().splitlines()
+    lines[4] += ",extra"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CsvLayoutError, match=r"20260102/part-00000.csv:5: 17 fields, the header has 16"):
+        check_csv_logs(str(data), cfg)
+    # the CLI stops before any component runs
+    r = CliRunner().invoke(main, ["run", "--config", str(_config(tmp_path)), "--data", str(data)],
+                           env={"NCS_HOME": str(tmp_path / "home")})
+    assert r.exit_code != 0 and "part-00000.csv:5" in r.output and "nothing was run" in r.output
+    assert not (tmp_path / "home" / "metadata").exists()
+    # a file without a required column is named with the missing columns
+    (data / "20260103").mkdir()
+    pd.read_csv(data / "20260101" / "part-00000.csv").drop(columns=["duration"]).to_csv(data / "20260103" / "x.csv", index=False)
+    with pytest.raises(CsvLayoutError, match=r"20260103/x.csv: header lacks required column\(s\) \['duration'\]"):
+        check_csv_logs(str(data), cfg)
