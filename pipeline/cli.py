@@ -47,7 +47,10 @@ def _load(config_path, overrides=()):
             node = node.setdefault(part, {}) if isinstance(node, dict) else None
             if not isinstance(node, dict):
                 raise click.BadParameter(f"{key}: {part!r} is not a section", param_hint="--set")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[parts[-1]] = raw  # not YAML (e.g. a glob starting with '*'): take it as a string
     try:
         return parse_config(data, str(path) + (f" (with --set {', '.join(overrides)})" if overrides else ""))
     except ConfigError as err:

@@ -123,10 +123,12 @@ def _example_gen(config: ProjectConfig, data_root: str):
         return tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
     if pc.format == "tfrecord":
         return tfx.components.ImportExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
-    from tfx.components.example_gen.custom_executors import parquet_executor
+    from tfx.components import FileBasedExampleGen  # not exported under tfx.v1
     from tfx.dsl.components.base import executor_spec
 
-    return tfx.components.FileBasedExampleGen(
+    from components import parquet_example_gen as parquet_executor  # keeps zeros (the stock one drops them)
+
+    return FileBasedExampleGen(
         input_base=data_root,
         input_config=input_config,
         output_config=output_config,
