@@ -313,6 +313,119 @@ def schema(config_path, data_pattern, out_file):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+def inspect(model_dir):
+    """Show a SavedModel's signatures (like saved_model_cli show --all) and its stored mask analytics.
+
+    MODEL_DIR is a SavedModel folder, a trainer output (with Format-Serving/) or a TF Serving
+    base folder (its newest version is shown).
+    """
+    _legacy_keras_guard()
+    from serving.inspect_model import describe
+
+    try:
+        click.echo(describe(model_dir))
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command("deploy-files")
+@click.option("--out", "out_dir", default="deploy", show_default=True, type=click.Path(file_okay=False))
+@click.option("--model-name", default="ctr_cvr", show_default=True)
+@click.option("--push-dir", default="./serving_models/ctr_cvr", show_default=True,
+              help="Host folder Pusher writes versions to (mounted into the container).")
+@click.option("--pvc", default="ncs-serving-models", show_default=True, help="PersistentVolumeClaim holding the push folder (Kubernetes).")
+@click.option("--keep-versions", default=2, show_default=True, type=click.IntRange(min=1), help="Versions TF Serving keeps loaded.")
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1))
+def deploy_files(out_dir, model_name, push_dir, pvc, keep_versions, replicas):
+    """Write models.config, docker-compose.yml and k8s.yaml for the official TF Serving server."""
+    from serving.deploy import write_deployment_files
+
+    for p in write_deployment_files(out_dir, model_name, push_dir, pvc, keep_versions, replicas):
+        click.echo(f"wrote {p}")
+
+
+@main.command()
+@click.option("--model-base-path", required=True, type=click.Path(file_okay=False),
+              help="TF Serving base folder with numeric version folders (Pusher's --serving-dir).")
+@click.option("--model-name", default="ctr_cvr", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--rest-port", default=8501, show_default=True, type=int)
+@click.option("--grpc-port", default=8500, show_default=True, type=int)
+@click.option("--poll-seconds", default=2.0, show_default=True, type=float, help="How often to look for new versions.")
+@click.option("--max-batch", default=10_000, show_default=True, type=click.IntRange(min=1), help="Rows per request; more is a 400.")
+def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch):
+    """A local development stand-in for TF Serving: REST + gRPC PredictionService.
+
+    \b
+    REST  GET  /v1/models/NAME[/versions/V]            model status
+          GET  /v1/models/NAME[/versions/V]/metadata   signature defs
+          POST /v1/models/NAME[/versions/V]:predict    {"instances": [...]} or {"inputs": {...}}
+    gRPC  tensorflow.serving.PredictionService/Predict, /GetModelMetadata
+
+    Loads the newest complete version, polls for new ones and swaps atomically; a broken
+    version is skipped with a logged error. Not a TF Serving replacement: production runs the
+    official tensorflow/serving image (see `ncs deploy-files`).
+    """
+    _legacy_keras_guard()
+    import logging
+    import signal
+    import threading
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from serving.server import DevServer
+
+    srv = DevServer(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch).start(wait_for_model=poll_seconds * 3)
+    loaded = srv.registry._latest
+    click.echo(
+        f"serving {model_name} from {model_base_path} (version {loaded.version if loaded else 'none yet'}): "
+        f"REST http://{host}:{srv.rest_port}/v1/models/{model_name}  gRPC {host}:{srv.grpc_port}  (Ctrl-C stops)"
+    )
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    srv.stop()
+
+
+@main.command()
+@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Raw log rows to score (the columns the model reads; extra columns are ignored).")
+@click.option("--model-name", default="ctr_cvr", show_default=True)
+@click.option("--rest", "rest_url", default=None, help="REST base URL, e.g. http://127.0.0.1:8501.")
+@click.option("--grpc", "grpc_target", default=None, help="gRPC target, e.g. 127.0.0.1:8500.")
+@click.option("--version", type=int, default=None, help="A specific model version (default: the newest).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--timeout", default=10.0, show_default=True, type=float)
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries on UNAVAILABLE only.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Write predictions as CSV (default: print).")
+def predict(csv_path, model_name, rest_url, grpc_target, version, batch_size, timeout, retries, out_path):
+    """Score CSV rows against TF Serving or `ncs serve` (serialized tf.Examples, serving_default)."""
+    import pandas as pd
+
+    if bool(rest_url) == bool(grpc_target):
+        raise click.UsageError("give exactly one of --rest or --grpc")
+    from serving.client import GrpcClient, PredictionError, RestClient, serialize_examples
+
+    frame = pd.read_csv(csv_path)
+    examples = serialize_examples(frame.to_dict("records"))
+    client = (RestClient(rest_url, model_name, version, timeout, retries, batch_size=batch_size) if rest_url
+              else GrpcClient(grpc_target, model_name, version, timeout, retries, batch_size=batch_size))
+    try:
+        out = client.predict_examples(examples)
+    except PredictionError as err:
+        raise click.ClickException(str(err)) from None
+    result = pd.DataFrame({k: v for k, v in out.items()})
+    if out_path:
+        result.to_csv(out_path, index=False)
+        click.echo(f"wrote {len(result)} predictions to {out_path}")
+    else:
+        click.echo(result.to_string(index=False))
+
+
 @main.command("validate-config")
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
 def validate_config(config_path):

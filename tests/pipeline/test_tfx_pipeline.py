@@ -140,6 +140,34 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path):
         out["rank_score"].numpy(), out["ctr"].numpy() * out["cvr"].numpy() * rows["duration"].to_numpy(), rtol=1e-5
     )
 
+    # the pushed model behind the local endpoint: `ncs predict` over REST and gRPC = the direct call
+    from serving.server import DevServer
+
+    srv = DevServer(str(serving), "ctr_cvr", rest_port=0, grpc_port=0, poll_seconds=0.5).start(wait_for_model=20)
+    try:
+        csv_in = tmp_path / "score.csv"
+        rows.to_csv(csv_in, index=False)
+        got = {}
+        for flag, target in (("--rest", f"http://127.0.0.1:{srv.rest_port}"), ("--grpc", f"127.0.0.1:{srv.grpc_port}")):
+            dest = tmp_path / f"pred{flag}.csv"
+            r = CliRunner().invoke(main, ["predict", "--csv", str(csv_in), flag, target, "--batch-size", "7", "--out", str(dest)])
+            assert r.exit_code == 0, r.output
+            got[flag] = pd.read_csv(dest)
+        for k in ("ctr", "cvr", "rank_score"):
+            np.testing.assert_allclose(got["--rest"][k], got["--grpc"][k], rtol=1e-6)
+            np.testing.assert_allclose(got["--grpc"][k], out[k].numpy(), rtol=1e-5)
+    finally:
+        srv.stop()
+
+    # ncs inspect: the signatures and the stored mask analytics of the newest pushed version
+    r = CliRunner().invoke(main, ["inspect", str(serving)])
+    assert r.exit_code == 0, r.output
+    assert str(versions[0]) in r.output
+    for sig in ("serving_default", "serving_raw", "transform_features"):
+        assert f"signature_def['{sig}']" in r.output
+    assert "examples: dtype string, shape (-1)" in r.output and "rank_score: dtype float32" in r.output
+    assert "masks (connection): density ctr" in r.output and "variant connection" in r.output
+
     # a corrupted day: stops at the validator, nothing downstream runs, the served version stays
     bad = pd.read_csv(next(day.glob("*.csv")))
     bad["duration"] = bad["duration"].astype(str)
