@@ -1,0 +1,162 @@
+"""Compaction of a trained sparse-sharing network (``connection`` / ``neuron``) for serving.
+
+:func:`compact` turns a :class:`models.variants.MaskedNetwork` into a :class:`CompactNetwork`
+with the same inputs and outputs (``{task: [B]}``, equal within float rounding):
+
+- every task's masked kernels ``K_l ⊙ M_t,l`` are analysed layer by layer. A hidden unit
+  whose incoming connections are all masked for that task is *dead*: it outputs the constant
+  ``act(b_j + folded_j)``; that constant times its outgoing weights is **folded into the next
+  layer's bias** (design.md §3) and the unit is removed. Inputs no kept unit reads are dropped.
+- ``structure="neuron"`` (unit masks): each task gets its own small dense tower
+  ``[kept_in, kept_out]`` per layer — real FLOPs and latency savings.
+- ``structure="connection"`` (unstructured masks): the base weights are stored **once**, sliced
+  to the rows/columns used by at least one task, with one ``uint8`` mask per task (not a dense
+  copy per task); the forward pass is ``x @ (K ⊙ M_t)`` on the smaller kernel. Unstructured
+  zeros inside the kept block still cost a dense multiply on CPU.
+
+Embeddings, the interaction and the per-task heads are reused as they are (never masked).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+_ACT = {"relu": lambda x: np.maximum(x, 0.0), "gelu": None, "swish": None}
+
+
+def _plan_task(kernels, biases, masks, head_w, head_b, act_np):
+    """Per-task compaction plan: input rows kept, and per layer (keep_cols, W, b); head (W, b)."""
+    n_in = kernels[0].shape[0]
+    keep_rows = np.flatnonzero((kernels[0] * masks[0] != 0).any(axis=1) | (masks[0] != 0).any(axis=1))
+    if len(keep_rows) == 0:
+        keep_rows = np.arange(min(1, n_in))
+    first_rows = keep_rows
+    layers = []
+    const_prev = None  # (dead unit indices, their constant outputs) of the previous layer
+    for K, b, M in zip(kernels, biases, masks):
+        Km = (K * M).astype(np.float64)
+        fold = np.zeros(K.shape[1])
+        if const_prev is not None:
+            dead_idx, dead_val = const_prev
+            fold = dead_val @ Km[dead_idx] if len(dead_idx) else fold
+        alive = (Km[keep_rows] != 0).any(axis=0) if len(keep_rows) else np.zeros(K.shape[1], bool)
+        alive |= (M[keep_rows] != 0).any(axis=0) if len(keep_rows) else False
+        keep_cols = np.flatnonzero(alive)
+        dead_cols = np.flatnonzero(~alive)
+        W = Km[np.ix_(keep_rows, keep_cols)]
+        bias = (b.astype(np.float64) + fold)[keep_cols]
+        dead_val = act_np(b.astype(np.float64)[dead_cols] + fold[dead_cols])
+        layers.append((keep_rows, keep_cols, W.astype(np.float32), bias.astype(np.float32), M[np.ix_(keep_rows, keep_cols)]))
+        const_prev = (dead_cols, dead_val)
+        keep_rows = keep_cols
+    dead_idx, dead_val = const_prev
+    hw = head_w.astype(np.float64)
+    hb = head_b.astype(np.float64) + (dead_val @ hw[dead_idx] if len(dead_idx) else 0.0)
+    return first_rows, layers, (hw[keep_rows].astype(np.float32), hb.astype(np.float32))
+
+
+class CompactNetwork(tf.Module):
+    """Serving-only network: ``__call__(inputs, training=False) -> {task: [B] probability}``."""
+
+    def __init__(self, embedding, interaction, task_names, structure, towers, heads, shared=None, activation="relu", views=None):
+        super().__init__()
+        self.embedding, self.interaction = embedding, interaction
+        self.task_names = list(task_names)
+        self.structure = structure
+        self.towers = towers  # neuron: {task: [(W, b), ...]} ; connection: {task: [(mask, b), ...]}
+        self.heads = heads  # {task: (W, b)}
+        self.shared = shared  # connection: [K_l sliced once]
+        self.gather = {}
+        self.activation = tf.keras.activations.get(activation)
+        self.views = views or {}
+
+    def __call__(self, inputs, training=False):
+        x = self.interaction(self.embedding(inputs))
+        out = {}
+        for t in self.task_names:
+            h = x
+            if t in self.views:
+                v = self.views[t](inputs)
+                h = tf.concat([h, tf.reshape(v, [-1, v.shape[1] * v.shape[2]])], axis=1)
+            h = tf.gather(h, self.gather[t], axis=1)
+            for i, (a, b) in enumerate(self.towers[t]):
+                kernel = a if self.structure == "neuron" else self.shared[t][i] * a
+                h = self.activation(tf.matmul(h, kernel) + b)
+            w, hb = self.heads[t]
+            out[t] = tf.squeeze(tf.sigmoid(tf.matmul(h, w) + hb), -1)
+        return out
+
+    def stored_weights(self) -> int:
+        """Number of stored float weights of the MLP part (kernels, biases; masks count as bytes/4)."""
+        n = 0
+        for t in self.task_names:
+            for a, b in self.towers[t]:
+                n += (int(np.prod(a.shape)) if self.structure == "neuron" else int(np.prod(a.shape)) // 4) + int(b.shape[0])
+        if self.shared:
+            seen = set()
+            for t in self.task_names:
+                for k in self.shared[t]:
+                    if id(k) not in seen:
+                        seen.add(id(k))
+                        n += int(np.prod(k.shape))
+        return n
+
+
+def compact(model) -> CompactNetwork:
+    """Compact a trained :class:`~models.variants.MaskedNetwork` (masks already applied)."""
+    structure = model.project.model.variant if model.project.model.variant in ("connection", "neuron") else "connection"
+    act_name = model.project.model.activation
+    act_np = _ACT.get(act_name)
+    if act_np is None:
+        # constants of dead units need the activation in numpy; evaluate it with TF
+        act_np = lambda v: tf.keras.activations.get(act_name)(tf.constant(v, tf.float64)).numpy()  # noqa: E731
+    layers = model.masked_layers
+    kernels = [layer.kernel.numpy() for layer in layers]
+    biases = [layer.bias.numpy() for layer in layers]
+    plans = {}
+    for ti, t in enumerate(model.task_names):
+        masks = [layer.mask[ti].numpy() for layer in layers]
+        head = model.heads[t]
+        plans[t] = _plan_task(kernels, biases, masks, head.kernel.numpy(), head.bias.numpy(), act_np)
+
+    towers, heads, gather, shared = {}, {}, {}, None
+    if structure == "neuron":
+        for t, (rows, tower, (hw, hb)) in plans.items():
+            towers[t] = [(tf.Variable(W, trainable=False), tf.Variable(b, trainable=False)) for _, _, W, b, _ in tower]
+            heads[t] = (tf.Variable(hw, trainable=False), tf.Variable(hb, trainable=False))
+            gather[t] = tf.constant(rows, tf.int32)
+    else:
+        # one shared kernel block per layer: the union of every task's kept rows/columns
+        shared = {}
+        union_rows = [np.unique(np.concatenate([plans[t][1][li][0] for t in plans])) for li in range(len(layers))]
+        union_cols = [np.unique(np.concatenate([plans[t][1][li][1] for t in plans])) for li in range(len(layers))]
+        blocks = [tf.Variable(kernels[li][np.ix_(union_rows[li], union_cols[li])], trainable=False) for li in range(len(layers))]
+        for ti, t in enumerate(model.task_names):
+            rows0, tower, (hw, hb) = plans[t]
+            masks_t, biases_t = [], []
+            for li, (r, c, W, b, _) in enumerate(tower):
+                full_mask = layers[li].mask[ti].numpy()
+                m = np.zeros((len(union_rows[li]), len(union_cols[li])), np.uint8)
+                # keep this task's connections inside the union block (rows/cols it does not use stay 0)
+                ri = np.searchsorted(union_rows[li], r)
+                ci = np.searchsorted(union_cols[li], c)
+                m[np.ix_(ri, ci)] = full_mask[np.ix_(r, c)].astype(np.uint8)
+                bias_u = np.zeros(len(union_cols[li]), np.float32)
+                bias_u[ci] = b
+                masks_t.append(tf.constant(m))
+                biases_t.append(bias_u)
+            # columns of the union a task does not keep are dead for it: their output must be 0 in the
+            # next layer's input, which the zero mask rows of the next layer guarantee; the head reads
+            # only the task's kept columns of the last layer
+            last_c = tower[-1][1]
+            hw_u = np.zeros((len(union_cols[-1]), hw.shape[1]), np.float32)
+            hw_u[np.searchsorted(union_cols[-1], last_c)] = hw
+            towers[t] = [(tf.cast(m, tf.float32), tf.Variable(b, trainable=False)) for m, b in zip(masks_t, biases_t)]
+            heads[t] = (tf.Variable(hw_u, trainable=False), tf.Variable(hb, trainable=False))
+            gather[t] = tf.constant(union_rows[0], tf.int32)
+            shared[t] = blocks
+    net = CompactNetwork(model.embedding, model.interaction, model.task_names, structure, towers, heads, shared,
+                         act_name, dict(model.views))
+    net.gather = gather
+    return net
