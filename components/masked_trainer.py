@@ -117,7 +117,15 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
     if os.path.exists(serving):
         shutil.rmtree(serving)
     extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
-    export_serving_model(model, tft_output, config, serving, extra_files)
+    exported = model
+    if config.pipeline.compact and variant in SPARSE_VARIANTS:
+        from serving.compact import compact
+
+        exported = compact(model)
+        summary["compacted"] = {t: [list(map(int, a.shape)) for a, _ in exported.towers[t]] for t in exported.task_names}
+        extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
+        logging.info("MaskedTrainer: exporting the compacted %s network %s", variant, summary["compacted"])
+    export_serving_model(exported, tft_output, config, serving, extra_files)
     return summary
 
 

@@ -70,6 +70,17 @@ def _tokens(x, feature):
     return tokens[:, : feature.max_length]
 
 
+def transform_config_json(config: ProjectConfig) -> str:
+    """The config as Transform sees it: model/training/sparse sections reset to defaults.
+
+    Transform's cache key includes ``custom_config``; changing the model variant, MLP sizes
+    or training schedule must not re-run the (expensive) full-pass analysis.
+    """
+    from models.config import ModelConfig, SparseSharingConfig, TrainingConfig
+
+    return config.model_copy(update={"model": ModelConfig(), "training": TrainingConfig(), "sparse": SparseSharingConfig()}).model_dump_json()
+
+
 def preprocessing_fn(inputs, custom_config):
     config = ProjectConfig.model_validate_json(custom_config["config_json"])
     out = {}

@@ -426,6 +426,44 @@ def predict(csv_path, model_name, rest_url, grpc_target, version, batch_size, ti
         click.echo(result.to_string(index=False))
 
 
+@main.command()
+@click.option("--model-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A MaskedTrainer output (the Model artifact folder: Format-Serving/ + keras_weights/).")
+@click.option("--transform-graph", required=True, type=click.Path(exists=True, file_okay=False), help="The run's TransformGraph artifact folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write the compacted SavedModel.")
+@click.option("--examples", "examples_glob", default=None,
+              help="Glob of gzipped tf.Example TFRecords (e.g. the ExampleGen eval split) to check equality and time latency.")
+def compact(model_dir, transform_graph, out_dir, examples_glob):
+    """Write a smaller serving model of a connection/neuron model (same signatures, outputs within 1e-5).
+
+    neuron: units a task does not use are removed from its tower (dead-unit constants folded
+    into the next bias). connection: base weights stored once with per-task uint8 masks, rows
+    and columns no task uses dropped (unstructured zeros inside stay dense: no CPU speed-up).
+    """
+    _legacy_keras_guard()
+    import glob as _glob
+    import json as _json
+
+    from serving.compact import compact_saved_model, compare_saved_models
+
+    try:
+        summary = compact_saved_model(model_dir, transform_graph, out_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {out_dir} ({summary['structure']}): towers {summary['towers']}")
+    if examples_glob:
+        import tensorflow as tf
+
+        files = sorted(_glob.glob(examples_glob))
+        if not files:
+            raise click.ClickException(f"no files match {examples_glob}")
+        examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(256)]
+        report = compare_saved_models(str(Path(model_dir) / "Format-Serving"), out_dir, examples)
+        click.echo(_json.dumps(report, indent=1))
+        if report["max_rel_diff"] > 1e-5:
+            raise click.ClickException(f"compacted outputs differ by {report['max_rel_diff']:.3g} (> 1e-5)")
+
+
 @main.command("validate-config")
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
 def validate_config(config_path):

@@ -21,7 +21,7 @@ from tfx import v1 as tfx
 from components.mask_search import MaskSearch
 from components.masked_trainer import MaskedTrainer
 from components.smoke_check import ServingSmokeCheck
-from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE
+from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE, transform_config_json
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
 
@@ -172,7 +172,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="components.transform.preprocessing_fn",
-        custom_config={"config_json": config_json},
+        custom_config={"config_json": transform_config_json(config)},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid", "eval"]),
     )
     transform.add_upstream_node(gate)

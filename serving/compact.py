@@ -81,7 +81,8 @@ class CompactNetwork(tf.Module):
                 h = tf.concat([h, tf.reshape(v, [-1, v.shape[1] * v.shape[2]])], axis=1)
             h = tf.gather(h, self.gather[t], axis=1)
             for i, (a, b) in enumerate(self.towers[t]):
-                kernel = a if self.structure == "neuron" else self.shared[t][i] * a
+                # connection: the uint8 mask is stored, the float mask exists only during the call
+                kernel = a if self.structure == "neuron" else self.shared[t][i] * tf.cast(a, self.shared[t][i].dtype)
                 h = self.activation(tf.matmul(h, kernel) + b)
             w, hb = self.heads[t]
             out[t] = tf.squeeze(tf.sigmoid(tf.matmul(h, w) + hb), -1)
@@ -152,7 +153,7 @@ def compact(model) -> CompactNetwork:
             last_c = tower[-1][1]
             hw_u = np.zeros((len(union_cols[-1]), hw.shape[1]), np.float32)
             hw_u[np.searchsorted(union_cols[-1], last_c)] = hw
-            towers[t] = [(tf.cast(m, tf.float32), tf.Variable(b, trainable=False)) for m, b in zip(masks_t, biases_t)]
+            towers[t] = [(m, tf.Variable(b, trainable=False)) for m, b in zip(masks_t, biases_t)]
             heads[t] = (tf.Variable(hw_u, trainable=False), tf.Variable(hb, trainable=False))
             gather[t] = tf.constant(union_rows[0], tf.int32)
             shared[t] = blocks
@@ -160,3 +161,88 @@ def compact(model) -> CompactNetwork:
                          act_name, dict(model.views))
     net.gather = gather
     return net
+
+
+# ----------------------------------------------------------------------------- from a trained model dir
+
+
+def rebuild_masked_network(model_dir: str, transform_graph: str):
+    """The trained MaskedNetwork of a MaskedTrainer output (``keras_weights`` + stored config)."""
+    import json
+    from pathlib import Path
+
+    import tensorflow_transform as tft
+
+    from components.data import embedding_tables_from_transform
+    from models.config import SPARSE_VARIANTS, ProjectConfig
+    from models.features import input_signature
+    from models.variants import build_model
+    from serving.export import ASSETS_EXTRA
+
+    root = Path(model_dir)
+    cfg_file = root / "Format-Serving" / ASSETS_EXTRA / "config.json"
+    weights = root / "keras_weights" / "weights.index"
+    if not cfg_file.exists() or not weights.exists():
+        raise FileNotFoundError(f"{root}: not a MaskedTrainer output (needs Format-Serving/{ASSETS_EXTRA}/config.json and keras_weights/)")
+    config = ProjectConfig.model_validate(json.loads(cfg_file.read_text()))
+    if config.model.variant not in SPARSE_VARIANTS:
+        raise ValueError(f"{root}: variant {config.model.variant!r} has no masks to compact (needs {SPARSE_VARIANTS})")
+    tft_output = tft.TFTransformOutput(transform_graph)
+    model = build_model(config, embedding_tables_from_transform(config, tft_output), seed=0)
+    dummy = {k: tf.zeros([2] + list(s.shape[1:]), s.dtype) for k, s in input_signature(config).items()}
+    model(dummy)
+    model.load_weights(str(root / "keras_weights" / "weights")).expect_partial()
+    return model, config, tft_output
+
+
+def dir_bytes(path) -> int:
+    import os
+
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def compact_saved_model(model_dir: str, transform_graph: str, out_dir: str) -> dict:
+    """Rebuild, compact and export with the same signatures; returns a summary."""
+    import json
+    from pathlib import Path
+
+    from serving.export import ASSETS_EXTRA, export_serving_model
+
+    model, config, tft_output = rebuild_masked_network(model_dir, transform_graph)
+    net = compact(model)
+    extra = {}
+    src_extra = Path(model_dir) / "Format-Serving" / ASSETS_EXTRA
+    for name in ("mask_analytics.json", "training_summary.json"):
+        if (src_extra / name).exists():
+            extra[name] = (src_extra / name).read_text()
+    summary = {"structure": net.structure,
+               "mlp_weights_dense_per_task": int(sum(int(np.prod(l.kernel.shape)) + int(l.bias.shape[0]) for l in model.masked_layers)),
+               "mlp_weights_stored_compact": net.stored_weights(),
+               "towers": {t: [list(map(int, a.shape)) for a, _ in net.towers[t]] for t in net.task_names}}
+    extra["compaction.json"] = json.dumps(summary, indent=1)
+    export_serving_model(net, tft_output, config, out_dir, extra)
+    return summary
+
+
+def compare_saved_models(full_dir: str, compact_dir: str, examples: list[bytes], repeats: int = 30) -> dict:
+    """Max output difference and CPU latency (median ms) of ``serving_default`` at batch 1 and 256."""
+    import time
+
+    full = tf.saved_model.load(full_dir).signatures["serving_default"]
+    small = tf.saved_model.load(compact_dir).signatures["serving_default"]
+    batch = tf.constant(examples[:256])
+    a, b = full(examples=batch), small(examples=batch)
+    diff = max(float(np.max(np.abs(a[k].numpy() - b[k].numpy()) / np.maximum(1.0, np.abs(a[k].numpy())))) for k in a)
+    out = {"max_rel_diff": diff, "bytes_full": dir_bytes(full_dir), "bytes_compact": dir_bytes(compact_dir)}
+    for n in (1, 256):
+        x = tf.constant(examples[:n])
+        times = {"full": [], "compact": []}
+        for fn in (full, small):
+            fn(examples=x)  # warm up
+        for _ in range(repeats):  # alternate so machine noise hits both alike
+            for name, fn in (("full", full), ("compact", small)):
+                t0 = time.perf_counter()
+                fn(examples=x)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        out[f"latency_ms_b{n}"] = {k: float(np.median(v)) for k, v in times.items()}
+    return out

@@ -31,6 +31,7 @@ def _config(tmp_path: Path) -> Path:
     # tiny data: the value thresholds only check the model is sane, so the first run pushes
     d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
     d["pipeline"]["smoke_check_rows"] = 32
+    d["pipeline"]["compact"] = True  # the trainer exports the compacted network (checked by every serving assert below)
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -168,6 +169,14 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path):
     assert "examples: dtype string, shape (-1)" in r.output and "rank_score: dtype float32" in r.output
     assert "masks (connection): density ctr" in r.output and "variant connection" in r.output
 
+    # ncs compact on the trained model: same signatures, outputs within 1e-5 (checked by the command)
+    tg = store.get_artifacts_by_type("TransformGraph")[0].uri
+    eg = next(a.uri for a in store.get_artifacts_by_type("Examples") if "CsvExampleGen" in a.uri)
+    r = CliRunner().invoke(main, ["compact", "--model-dir", models[0].uri, "--transform-graph", tg,
+                                  "--out", str(tmp_path / "compact"), "--examples", os.path.join(eg, "Split-eval", "*")])
+    assert r.exit_code == 0, r.output
+    assert '"max_rel_diff"' in r.output and (tmp_path / "compact" / "saved_model.pb").exists()
+
     # a corrupted day: stops at the validator, nothing downstream runs, the served version stays
     bad = pd.read_csv(next(day.glob("*.csv")))
     bad["duration"] = bad["duration"].astype(str)
@@ -262,3 +271,15 @@ def test_preflight_names_file_and_line_of_a_ragged_row(tmp_path):
     pd.read_csv(data / "20260101" / "part-00000.csv").drop(columns=["duration"]).to_csv(data / "20260103" / "x.csv", index=False)
     with pytest.raises(CsvLayoutError, match=r"20260103/x.csv: header lacks required column\(s\) \['duration'\]"):
         check_csv_logs(str(data), cfg)
+
+
+def test_transform_cache_key_ignores_model_and_training():
+    from components.transform import transform_config_json
+    from models.config import parse_config
+
+    a = parse_config(tiny_config_dict(variant="ple"))
+    b = parse_config({**tiny_config_dict(variant="connection"), "sparse": {"rounds": 7}})
+    assert transform_config_json(a) == transform_config_json(b)
+    c = tiny_config_dict()
+    c["features"][0]["hash_buckets"] = 123
+    assert transform_config_json(parse_config(c)) != transform_config_json(a)
