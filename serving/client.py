@@ -84,23 +84,40 @@ class RestClient:
                 code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 503: "UNAVAILABLE"}.get(r.status_code, f"HTTP_{r.status_code}")
                 if code != "UNAVAILABLE" or attempt == self.retries:
                     raise PredictionError(code, message)
-            time.sleep(self.backoff * 2**attempt)
+            time.sleep(min(self.backoff * 2**attempt, 5.0))
         raise AssertionError("unreachable")
 
-    def predict(self, inputs: dict, signature: str = "serving_default") -> dict[str, np.ndarray]:
-        """``inputs``: name -> list/array of ``[B]`` values (bytes are sent as b64)."""
+    def predict(self, inputs: dict, signature: str = "serving_default", fmt: str = "columnar") -> dict[str, np.ndarray]:
+        """``inputs``: name -> list/array of ``[B]`` values (bytes are sent as ``{"b64": ...}``).
+
+        ``fmt="columnar"`` sends ``{"inputs": {name: [...]}}``; ``fmt="row"`` sends
+        ``{"instances": [...]}`` (one value per row for a single-input signature, else one
+        object of named values per row). Both return ``{output: [B] array}``.
+        """
+        if fmt not in ("columnar", "row"):
+            raise ValueError(f"fmt must be 'columnar' or 'row', got {fmt!r}")
         parts = []
         for batch in _batches(inputs, self.batch_size):
             cols = {
                 k: [{"b64": base64.b64encode(x).decode()} if isinstance(x, bytes) else (x.item() if hasattr(x, "item") else x) for x in v]
                 for k, v in batch.items()
             }
-            out = self._post({"signature_name": signature, "inputs": cols})["outputs"]
-            parts.append(out if isinstance(out, dict) else {"output": out})
+            if fmt == "columnar":
+                out = self._post({"signature_name": signature, "inputs": cols})["outputs"]
+                parts.append(out if isinstance(out, dict) else {"output": out})
+                continue
+            names = list(cols)
+            n = len(cols[names[0]])
+            instances = cols[names[0]] if len(names) == 1 else [{k: cols[k][i] for k in names} for i in range(n)]
+            preds = self._post({"signature_name": signature, "instances": instances})["predictions"]
+            if preds and isinstance(preds[0], dict):
+                parts.append({k: [p[k] for p in preds] for k in preds[0]})
+            else:
+                parts.append({"output": preds})
         return _concat(parts)
 
-    def predict_examples(self, examples: list[bytes]) -> dict[str, np.ndarray]:
-        return self.predict({"examples": examples})
+    def predict_examples(self, examples: list[bytes], fmt: str = "columnar") -> dict[str, np.ndarray]:
+        return self.predict({"examples": examples}, fmt=fmt)
 
     def status(self) -> dict:
         return self._http.get(self._path()).json()
@@ -130,7 +147,7 @@ class GrpcClient:
                 code = err.code().name
                 if code != "UNAVAILABLE" or attempt == self.retries:
                     raise PredictionError(code, err.details()) from None
-            time.sleep(self.backoff * 2**attempt)
+            time.sleep(min(self.backoff * 2**attempt, 5.0))
         raise AssertionError("unreachable")
 
     def predict(self, inputs: dict, signature: str = "serving_default") -> dict[str, np.ndarray]:

@@ -77,6 +77,10 @@ def test_rest_grpc_and_direct_call_agree(server):
         np.testing.assert_array_equal(via_rest[k].astype(np.float32), via_grpc[k])
         # equal to calling the SavedModel directly (one batch of 12 vs batches of 5: last-ulp differences)
         np.testing.assert_allclose(via_grpc[k], direct[k].numpy(), rtol=1e-6)
+    # the row format (b64 examples as instances) gives the same predictions
+    via_rows = rest.predict_examples(serialize_examples(ROWS), fmt="row")
+    for k in ("ctr", "cvr", "rank_score"):
+        np.testing.assert_array_equal(via_rows[k], via_rest[k])
     # serving_raw, row format with named inputs
     body = {"signature_name": "serving_raw", "instances": ROWS}
     r = httpx.post(f"http://127.0.0.1:{srv.rest_port}/v1/models/ctr_cvr:predict", json=body)
@@ -183,3 +187,21 @@ def test_new_version_is_picked_up_under_load_with_zero_failures(server, tmp_path
     time.sleep(1.5)
     assert srv.registry.get("ctr_cvr").version == 2
     assert not np.allclose(client.predict_examples(examples)["ctr"], v1)
+
+
+def test_client_retries_only_while_unavailable(tmp_path):
+    base = tmp_path / "models"
+    base.mkdir()
+    srv = DevServer(str(base), "ctr_cvr", rest_port=0, grpc_port=0, poll_seconds=0.2).start()
+    try:
+        url = f"http://127.0.0.1:{srv.rest_port}"
+        with pytest.raises(PredictionError) as e:  # nothing loaded: 503 UNAVAILABLE after the retries
+            RestClient(url, "ctr_cvr", retries=1, backoff=0.01).predict_examples(serialize_examples(ROWS[:1]))
+        assert e.value.code == "UNAVAILABLE"
+        threading.Timer(0.5, write_version, args=(base, 1, 1.0)).start()
+        out = RestClient(url, "ctr_cvr", retries=30, backoff=0.1).predict_examples(serialize_examples(ROWS[:3]))
+        assert out["ctr"].shape == (3,)
+        out = GrpcClient(f"127.0.0.1:{srv.grpc_port}", "ctr_cvr", retries=0).predict_examples(serialize_examples(ROWS[:3]))
+        assert out["cvr"].shape == (3,)
+    finally:
+        srv.stop()
