@@ -64,8 +64,11 @@ def main():
 
     \b
     Typical session:
-      ncs generate --out .ncs/data/video --days 4 --rows-per-day 50000
+      ncs generate --out .ncs/data/video --days 4 --rows-per-day 50000 --with-truth
       ncs compare --config configs/video.yaml --data .ncs/data/video --variants all --seeds 3 --out .ncs/compare
+      ncs run --config configs/video.yaml --data .ncs/data/video          # the TFX pipeline -> serving_models/ctr_cvr
+      ncs inspect serving_models/ctr_cvr
+      ncs serve --model-base-path serving_models/ctr_cvr --model-name ctr_cvr
     """
 
 
