@@ -79,6 +79,7 @@ def write_analytics(analytics: dict, out_dir: str | Path, prefix: str = "") -> l
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 (used as matplotlib.ticker)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,10 @@ def write_analytics(analytics: dict, out_dir: str | Path, prefix: str = "") -> l
                 ax.plot([b["density"]], [b["value"]], "r*", markersize=14, label=f"chosen (round {best})")
                 ax.legend()
             ax.set_xscale("log")
+            # label the rounds' own densities (log-axis minor labels overlap otherwise)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xticks(d)
+            ax.set_xticklabels([f"{x:.2f}" for x in d])
             ax.invert_xaxis()
             ax.set_xlabel("mask density (log scale)")
             ax.set_ylabel(f"validation {rs[0]['metric'].upper()}" if rs else "")
