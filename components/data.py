@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 
 from components.transform import LABEL, SPACE, WEIGHT, vocabulary_name
 from models.config import NumericFeature, ProjectConfig
-from models.features import EmbeddingTable
+from models.features import FeatureStats, embedding_tables
 from models.training import Split
 
 
@@ -23,18 +23,17 @@ def split_files(examples_uri: str, split: str) -> list[str]:
 
 
 def embedding_tables_from_transform(config: ProjectConfig, tft_output: tft.TFTransformOutput) -> dict:
-    """Embedding table sizes from the vocabularies Transform computed (same layout as FeatureEncoder)."""
-    tables = {}
-    for f in config.features:
-        if isinstance(f, NumericFeature) or f.shared_embedding is not None:
-            continue
-        dim = f.embedding_dim or config.model.embedding_dim
-        if f.vocab_size is not None:
-            v = tft_output.vocabulary_size_by_name(vocabulary_name(f.name))
-            tables[f.name] = EmbeddingTable(f.name, 1 + v + f.oov_buckets, dim, None, f.oov_buckets, None)
-        else:
-            tables[f.name] = EmbeddingTable(f.name, 1 + f.hash_buckets, dim, None, 0, f.hash_buckets)
-    return tables
+    """Embedding tables from the vocabularies Transform computed (the layout FeatureEncoder uses).
+
+    Only the vocabularies differ from the in-memory path, so the tables are built by the same
+    ``models.features.embedding_tables``.
+    """
+    vocabularies = {
+        f.name: [w.decode("utf-8", "replace") for w in tft_output.vocabulary_by_name(vocabulary_name(f.name))]
+        for f in config.features
+        if not isinstance(f, NumericFeature) and f.shared_embedding is None and f.vocab_size is not None
+    }
+    return embedding_tables(config, FeatureStats(vocabularies, {}, {}))
 
 
 def load_split(examples_uri: str, split: str, config: ProjectConfig, tft_output: tft.TFTransformOutput,

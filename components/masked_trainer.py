@@ -25,7 +25,7 @@ from components.mask_search import load_masks_artifact
 from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.mask_analytics import analyze
-from models.metrics import task_metrics
+from models.metrics import primary_metric, task_metrics
 from models.training import predict, train_model
 from models.variants import build_model
 from serving.export import export_serving_model
@@ -116,15 +116,14 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
     serving = os.path.join(model_dir, SERVING_DIR)
     if os.path.exists(serving):
         shutil.rmtree(serving)
-    extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
     exported = model
     if config.pipeline.compact and variant in SPARSE_VARIANTS:
         from serving.compact import compact
 
         exported = compact(model)
         summary["compacted"] = {t: [list(map(int, a.shape)) for a, _ in exported.towers[t]] for t in exported.task_names}
-        extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
         logging.info("MaskedTrainer: exporting the compacted %s network %s", variant, summary["compacted"])
+    extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
     export_serving_model(exported, tft_output, config, serving, extra_files)
     return summary
 
@@ -151,7 +150,8 @@ def MaskedTrainer(
     )
     model.set_string_custom_property("variant", config.model.variant)
     model.set_float_custom_property("train_seconds", summary["train_seconds"])
-    for t, m in summary["valid_metrics"].items():
-        for k in ("auc", "mse"):
-            if k in m and np.isfinite(m[k]):
-                model.set_float_custom_property(f"valid_{t}_{k}", m[k])
+    for t in config.tasks:
+        k = primary_metric(t.type)
+        v = summary["valid_metrics"][t.name].get(k)
+        if v is not None and np.isfinite(v):
+            model.set_float_custom_property(f"valid_{t.name}_{k}", v)

@@ -17,6 +17,11 @@ from models.config import ProjectConfig
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "mse": False, "rmse": False, "mae": False}
 
 
+def primary_metric(task_type: str) -> str:
+    """The metric of record of a task type: AUC for binary tasks, MSE for regression."""
+    return "auc" if task_type == "binary" else "mse"
+
+
 def gauc(labels: np.ndarray, preds: np.ndarray, groups: np.ndarray) -> float:
     """Group AUC: AUCs of groups with both classes, weighted by group size."""
     df = pd.DataFrame({"y": labels, "p": preds, "g": groups})

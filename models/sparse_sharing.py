@@ -28,7 +28,7 @@ from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.data import check_sample_spaces
 from models.losses import task_loss
 from models.masks import TaskMasks, prune
-from models.metrics import task_metrics
+from models.metrics import HIGHER_IS_BETTER, primary_metric, task_metrics
 from models.training import Split, predict
 from models.variants import MaskedNetwork, build_model
 
@@ -66,7 +66,8 @@ def reset_optimizer(optimizer) -> None:
 
 def task_metric(task_type: str) -> tuple[str, bool]:
     """(metric name, higher is better) used to pick a task's search round."""
-    return ("auc", True) if task_type == "binary" else ("mse", False)
+    name = primary_metric(task_type)
+    return name, HIGHER_IS_BETTER[name]
 
 
 def interleave_schedule(batches_per_task: dict[str, int]) -> list[str]:

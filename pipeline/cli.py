@@ -382,7 +382,7 @@ def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds,
     from serving.server import DevServer
 
     srv = DevServer(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch).start(wait_for_model=poll_seconds * 3)
-    loaded = srv.registry._latest
+    loaded = srv.registry.latest
     click.echo(
         f"serving {model_name} from {model_base_path} (version {loaded.version if loaded else 'none yet'}): "
         f"REST http://{host}:{srv.rest_port}/v1/models/{model_name}  gRPC {host}:{srv.grpc_port}  (Ctrl-C stops)"

@@ -24,7 +24,7 @@ from models.mask_analytics import analyze, write_analytics
 from models.ranking import simulate_pairings
 from models.sparse_sharing import SparseSharingTrainer
 from models.features import FeatureEncoder, embedding_tables, fit_stats
-from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain
+from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain, primary_metric
 from models.training import predict, prepare_split, train_model
 from models.variants import build_model
 
@@ -66,10 +66,6 @@ def split_frame(frame: pd.DataFrame, config: ProjectConfig) -> dict[str, pd.Data
         )
         part = np.where(u < sc.test_fraction, "test", np.where(u < sc.test_fraction + sc.valid_fraction, "valid", "train"))
     return {name: frame[part == name].reset_index(drop=True) for name in ("train", "valid", "test")}
-
-
-def primary_metric(task_type: str) -> str:
-    return "auc" if task_type == "binary" else "mse"
 
 
 def run_compare(

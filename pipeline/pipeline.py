@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
@@ -209,7 +211,7 @@ def create_pipeline(
     smoke = ServingSmokeCheck(
         model=trainer.outputs["model"],
         examples=example_gen.outputs["examples"],
-        tasks_json=__import__("json").dumps(config.task_names),
+        tasks_json=json.dumps(config.task_names),
         rows=config.pipeline.smoke_check_rows,
     )
     pusher = tfx.components.Pusher(

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from models.config import ProjectConfig
+from models.metrics import primary_metric
 
 
 def ncs_home() -> Path:
@@ -89,7 +90,7 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
 # ----------------------------------------------------------------------------- summary
 
 
-def _latest(store, type_name: str, pipeline_name: str | None = None):
+def _latest(store, type_name: str):
     arts = store.get_artifacts_by_type(type_name)
     return max(arts, key=lambda a: a.id) if arts else None
 
@@ -103,16 +104,6 @@ def _props(artifact) -> dict:
     return out
 
 
-def _blessed_models(store) -> list:
-    """Model artifacts with a blessing ``blessed == 1``, oldest first."""
-    out = []
-    for b in store.get_artifacts_by_type("ModelBlessing"):
-        props = _props(b)
-        if props.get("blessed") == 1 and "current_model_id" in props:
-            out.append(int(props["current_model_id"]))
-    return sorted(set(out))
-
-
 def _threshold_text(th) -> str:
     if th.HasField("value_threshold"):
         v = th.value_threshold
@@ -122,16 +113,22 @@ def _threshold_text(th) -> str:
     return f"change {'>=' if c.direction == 2 else '<='} {c.absolute.value:g} vs the last blessed model"
 
 
-def run_summary(config: ProjectConfig, paths: LocalPaths) -> dict:
-    """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push."""
+def metadata_store(path: str | Path):
+    """A read-only ML Metadata store on a local run's SQLite file."""
     import ml_metadata as mlmd
-    import tensorflow_model_analysis as tfma
     from ml_metadata.proto import metadata_store_pb2
 
     cc = metadata_store_pb2.ConnectionConfig()
-    cc.sqlite.filename_uri = str(paths.metadata)
+    cc.sqlite.filename_uri = str(path)
     cc.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = mlmd.MetadataStore(cc)
+    return mlmd.MetadataStore(cc)
+
+
+def run_summary(config: ProjectConfig, paths: LocalPaths) -> dict:
+    """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push."""
+    import tensorflow_model_analysis as tfma
+
+    store = metadata_store(paths.metadata)
     out: dict = {"pipeline_root": str(paths.pipeline_root), "metadata": str(paths.metadata)}
 
     model = _latest(store, "Model")
@@ -187,13 +184,12 @@ def format_summary(summary: dict, config: ProjectConfig) -> str:
     lines.append(f"model: variant {m.get('variant', '?')}, trained in {m.get('train_seconds', float('nan')):.0f}s  ({m.get('uri', '?')})")
     metrics = summary.get("metrics", {})
     for t in config.tasks:
-        name = "auc" if t.type == "binary" else "mse"
-        key = "auc" if t.type == "binary" else "mse"
+        key = primary_metric(t.type)
         row = metrics.get(t.name, {})
         prim = row.get(key, {})
         cand, base = prim.get("candidate"), prim.get("baseline")
         w = row.get("weighted_example_count", {}).get("candidate")
-        s = f"  {t.name}: {name.upper()} {cand:.5f}" if cand is not None else f"  {t.name}: {name.upper()} –"
+        s = f"  {t.name}: {key.upper()} {cand:.5f}" if cand is not None else f"  {t.name}: {key.upper()} –"
         s += f" (baseline {base:.5f})" if base is not None else " (no blessed baseline yet)"
         if w is not None:
             s += f", {int(w)} eval rows in its sample space"

@@ -22,9 +22,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-_ACT = {"relu": lambda x: np.maximum(x, 0.0), "gelu": None, "swish": None}
-
-
 def _plan_task(kernels, biases, masks, head_w, head_b, act_np):
     """Per-task compaction plan: input rows kept, and per layer (keep_cols, W, b); head (W, b)."""
     n_in = kernels[0].shape[0]
@@ -59,7 +56,8 @@ def _plan_task(kernels, biases, masks, head_w, head_b, act_np):
 class CompactNetwork(tf.Module):
     """Serving-only network: ``__call__(inputs, training=False) -> {task: [B] probability}``."""
 
-    def __init__(self, embedding, interaction, task_names, structure, towers, heads, shared=None, activation="relu", views=None):
+    def __init__(self, embedding, interaction, task_names, structure, gather, towers, heads, shared=None, activation="relu",
+                 views=None):
         super().__init__()
         self.embedding, self.interaction = embedding, interaction
         self.task_names = list(task_names)
@@ -67,7 +65,7 @@ class CompactNetwork(tf.Module):
         self.towers = towers  # neuron: {task: [(W, b), ...]} ; connection: {task: [(mask, b), ...]}
         self.heads = heads  # {task: (W, b)}
         self.shared = shared  # connection: [K_l sliced once]
-        self.gather = {}
+        self.gather = gather  # {task: input columns its first layer reads}
         self.activation = tf.keras.activations.get(activation)
         self.views = views or {}
 
@@ -108,10 +106,11 @@ def compact(model) -> CompactNetwork:
     """Compact a trained :class:`~models.variants.MaskedNetwork` (masks already applied)."""
     structure = model.project.model.variant if model.project.model.variant in ("connection", "neuron") else "connection"
     act_name = model.project.model.activation
-    act_np = _ACT.get(act_name)
-    if act_np is None:
-        # constants of dead units need the activation in numpy; evaluate it with TF
-        act_np = lambda v: tf.keras.activations.get(act_name)(tf.constant(v, tf.float64)).numpy()  # noqa: E731
+    activation = tf.keras.activations.get(act_name)
+
+    def act_np(v):  # the constant output of dead units, with the network's own activation
+        return activation(tf.constant(v, tf.float64)).numpy()
+
     layers = model.masked_layers
     kernels = [layer.kernel.numpy() for layer in layers]
     biases = [layer.bias.numpy() for layer in layers]
@@ -157,10 +156,8 @@ def compact(model) -> CompactNetwork:
             heads[t] = (tf.Variable(hw_u, trainable=False), tf.Variable(hb, trainable=False))
             gather[t] = tf.constant(union_rows[0], tf.int32)
             shared[t] = blocks
-    net = CompactNetwork(model.embedding, model.interaction, model.task_names, structure, towers, heads, shared,
-                         act_name, dict(model.views))
-    net.gather = gather
-    return net
+    return CompactNetwork(model.embedding, model.interaction, model.task_names, structure, gather, towers, heads, shared,
+                          act_name, dict(model.views))
 
 
 # ----------------------------------------------------------------------------- from a trained model dir

@@ -18,6 +18,14 @@ import yaml
 TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"  # the server release matching tensorflow-serving-api
 
 
+def server_args(poll_config: bool) -> list[str]:
+    """tensorflow_model_server flags shared by the compose file and the Kubernetes Deployment."""
+    args = ["--model_config_file=/config/models.config"]
+    if poll_config:
+        args.append("--model_config_file_poll_wait_seconds=60")
+    return args + ["--file_system_poll_wait_seconds=30", "--rest_api_port=8501", "--port=8500"]
+
+
 def models_config(model_name: str, base_path: str, keep_versions: int = 2) -> str:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -40,13 +48,7 @@ def docker_compose(model_name: str, host_push_dir: str, keep_versions: int = 2) 
                 "image": TF_SERVING_IMAGE,
                 "ports": ["8500:8500", "8501:8501"],
                 "volumes": [f"{host_push_dir}:/models/{model_name}:ro", "./models.config:/config/models.config:ro"],
-                "command": [
-                    "--model_config_file=/config/models.config",
-                    "--model_config_file_poll_wait_seconds=60",
-                    "--file_system_poll_wait_seconds=30",
-                    "--rest_api_port=8501",
-                    "--port=8500",
-                ],
+                "command": server_args(poll_config=True),
                 "healthcheck": {
                     "test": ["CMD-SHELL", f"curl -sf http://localhost:8501/v1/models/{model_name} | grep -q AVAILABLE"],
                     "interval": "10s",
@@ -76,12 +78,7 @@ def kubernetes(model_name: str, pvc_name: str, replicas: int = 2) -> str:
                         {
                             "name": "tf-serving",
                             "image": TF_SERVING_IMAGE,
-                            "args": [
-                                "--model_config_file=/config/models.config",
-                                "--file_system_poll_wait_seconds=30",
-                                "--rest_api_port=8501",
-                                "--port=8500",
-                            ],
+                            "args": server_args(poll_config=False),
                             "ports": [{"name": "grpc", "containerPort": 8500}, {"name": "http", "containerPort": 8501}],
                             "readinessProbe": {
                                 "httpGet": {"path": f"/v1/models/{model_name}", "port": 8501},

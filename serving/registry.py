@@ -128,6 +128,11 @@ class ModelRegistry:
             raise not_found(f"Servable not found for request: Specific({name}, {version})")
         return loaded
 
+    @property
+    def latest(self) -> LoadedVersion | None:
+        """The version new requests get (None until one loaded)."""
+        return self._latest
+
     def status(self) -> list[dict]:
         return [
             {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}

@@ -258,7 +258,7 @@ class DevServer:
         # first load: a fresh folder is stable once it was listed twice
         deadline = time.time() + wait_for_model
         self.registry.poll()
-        while self.registry.poll() is None and self.registry._latest is None and time.time() < deadline:
+        while self.registry.poll() is None and self.registry.latest is None and time.time() < deadline:
             time.sleep(0.2)
 
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

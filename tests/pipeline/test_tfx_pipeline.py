@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from ml_metadata.proto.metadata_store_pb2 import Execution
 
 from pipeline.cli import main
+from serving.client import serialize_examples
 from tests.conftest import tiny_config_dict
 
 COMPONENTS = {
@@ -38,13 +39,9 @@ def _config(tmp_path: Path) -> Path:
 
 
 def _store(home: Path):
-    import ml_metadata as mlmd
-    from ml_metadata.proto import metadata_store_pb2
+    from pipeline.runner import metadata_store
 
-    cc = metadata_store_pb2.ConnectionConfig()
-    cc.sqlite.filename_uri = str(home / "metadata" / "ncs-ctr-cvr.sqlite")
-    cc.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return mlmd.MetadataStore(cc)
+    return metadata_store(home / "metadata" / "ncs-ctr-cvr.sqlite")
 
 
 def _run(tmp_path, home, data, serving, cfg):
@@ -121,17 +118,7 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path):
     assert {"serving_default", "serving_raw", "transform_features"} <= set(loaded.signatures)
     day = sorted(data.iterdir())[-1]
     rows = pd.read_csv(next(day.glob("*.csv"))).head(20)
-    examples = []
-    for _, row in rows.iterrows():
-        feat = {}
-        for c, v in row.items():
-            if isinstance(v, str):
-                feat[c] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
-            elif float(v).is_integer() and c not in ("watch_seconds",):
-                feat[c] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-            else:
-                feat[c] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
-        examples.append(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+    examples = serialize_examples(rows.to_dict("records"))
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
     assert {"ctr", "cvr", "rank_score"} <= set(out)
     for k in ("ctr", "cvr"):
