@@ -24,8 +24,9 @@ from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.mask_analytics import analyze, write_analytics
 from models.masks import MaskShapeError
 from models.masks import TaskMasks as Masks
+from models.warm_start import table_vocabularies
 
-MASKS_FILE, THETA_FILE = "masks.npz", "theta.npz"
+MASKS_FILE, THETA_FILE, THETA_VOCAB_FILE = "masks.npz", "theta.npz", "theta_vocabularies.json"
 
 
 def save_theta(path: str, weights: list[np.ndarray]) -> None:
@@ -35,6 +36,15 @@ def save_theta(path: str, weights: list[np.ndarray]) -> None:
 def load_theta(path: str) -> list[np.ndarray]:
     with np.load(path) as z:
         return [z[k] for k in sorted(z.files)]
+
+
+def load_theta_vocabularies(uri: str) -> dict:
+    """The vocabularies θ's embeddings were trained with (``{}`` for artifacts written without them)."""
+    path = os.path.join(uri, THETA_VOCAB_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def load_masks_artifact(uri: str) -> tuple[Masks, list[np.ndarray]]:
@@ -72,6 +82,8 @@ def MaskSearch(
 
     found.save(os.path.join(masks.uri, MASKS_FILE))
     save_theta(os.path.join(masks.uri, THETA_FILE), theta)
+    with open(os.path.join(masks.uri, THETA_VOCAB_FILE), "w") as f:
+        json.dump(table_vocabularies(tables), f)  # θ's embeddings are rows of these (daily reuse remaps them)
     analytics = analyze(found, rounds, chosen)
     analytics["seconds"] = {"warmup": t1 - t0, "search": t2 - t1}
     write_analytics(analytics, masks.uri)

@@ -4,8 +4,8 @@ Inputs: Transform's examples and graph; ``masks`` (a ``TaskMasks`` artifact, req
 ``connection``/``neuron``: joint masked training starts from its θ with its masks); an
 optional ``base_model`` (a blessed model of the same config to warm-start from).
 Outputs: ``model`` with the serving SavedModel in ``<uri>/Format-Serving`` (the place
-Evaluator and Pusher read) plus Keras weights in ``<uri>/keras_weights`` (for warm
-starts), and ``model_run`` with TensorBoard logs (train loss, validation metrics).
+Evaluator and Pusher read) plus weights and vocabularies in ``<uri>/warm_start`` (for the
+next day's warm start, ``models.warm_start``), and ``model_run`` with TensorBoard logs (train loss, validation metrics).
 """
 
 
@@ -21,17 +21,18 @@ from absl import logging
 from tfx import v1 as tfx
 
 from components.data import embedding_tables_from_transform, load_split
-from components.mask_search import load_masks_artifact
+from components.mask_search import load_masks_artifact, load_theta_vocabularies
 from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.mask_analytics import analyze
 from models.metrics import primary_metric, task_metrics
 from models.training import predict, train_model
 from models.variants import build_model
+from models.warm_start import WarmStartError, load_warm_start, save_warm_start
 from serving.export import export_serving_model
 
 SERVING_DIR = "Format-Serving"
-WEIGHTS_DIR = "keras_weights"
+WARM_START_DIR = "warm_start"  # weights + vocabularies, for the next day's warm start (models.warm_start)
 
 
 class _TensorBoardLog(tf.keras.callbacks.Callback):
@@ -48,8 +49,12 @@ class _TensorBoardLog(tf.keras.callbacks.Callback):
 
 
 def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: str, model_dir: str, run_dir: str,
-                     masks_uri: str | None = None, base_model_uri: str | None = None) -> dict:
-    """The component body as a plain function (tests call it directly). Returns a summary dict."""
+                     masks_uri: str | None = None, base_model_uri: str | None = None, epochs: int | None = None) -> dict:
+    """The component body as a plain function (tests call it directly). Returns a summary dict.
+
+    ``base_model_uri``: a Model artifact of an earlier run to warm-start from (its ``warm_start/``).
+    ``epochs``: override the joint-training (sparse) or training epochs (daily increments).
+    """
     variant = config.model.variant
     tft_output = tft.TFTransformOutput(transform_uri)
     train = load_split(examples_uri, "train", config, tft_output)
@@ -71,16 +76,21 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
         trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: (logging.info("MaskedTrainer %s", m), epoch_losses.append(m)))
         trainer._ensure_built(train)
         masks.check_compatible(trainer.model, source=f"masks at {masks_uri}")
-        try:
-            trainer.model.set_weights(theta)
-        except ValueError as err:
-            raise ValueError(f"θ at {masks_uri} does not fit the network built from this config: {err}") from None
-        trainer.theta = theta
         if base_model_uri:
-            # warm start: the blessed model's weights replace θ as the start of joint training
-            trainer.model.load_weights(os.path.join(base_model_uri, WEIGHTS_DIR, "weights"))
-            trainer.theta = [np.array(w) for w in trainer.model.get_weights()]
-            summary["warm_start"] = base_model_uri
+            # warm start: the blessed model's weights (embeddings moved by token) are the start of joint training
+            report = load_warm_start(trainer.model, tables, os.path.join(base_model_uri, WARM_START_DIR))
+            summary["warm_start"] = {"from": base_model_uri, "embeddings": report}
+        else:
+            # θ of the mask search; its vocabularies may be older than today's (masks reused for days)
+            try:
+                load_warm_start(trainer.model, tables, arrays=theta, vocabularies=load_theta_vocabularies(masks_uri),
+                                source=f"θ at {masks_uri}")
+            except WarmStartError as err:
+                raise ValueError(f"θ at {masks_uri} does not fit the network built from this config: {err}") from None
+        trainer.theta = [np.array(w) for w in trainer.model.get_weights()]
+        if epochs is not None:
+            trainer.sc = trainer.sc.model_copy(update={"joint_epochs": epochs})
+        logging.info("MaskedTrainer: joint training from %s", summary.get("warm_start", {}).get("from", "the mask search's θ"))
         model = trainer.joint(train, masks)
         analytics = analyze(masks)
         extra_files["mask_analytics.json"] = json.dumps(analytics, indent=1)
@@ -93,8 +103,10 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
         model = build_model(config, tables, seed=config.training.seed)
         model({k: v[:2] for k, v in train.inputs.items()})
         if base_model_uri:
-            model.load_weights(os.path.join(base_model_uri, WEIGHTS_DIR, "weights"))
-            summary["warm_start"] = base_model_uri
+            report = load_warm_start(model, tables, os.path.join(base_model_uri, WARM_START_DIR))
+            summary["warm_start"] = {"from": base_model_uri, "embeddings": report}
+        if epochs is not None:
+            config = config.model_copy(update={"training": config.training.model_copy(update={"epochs": epochs})})
         train_model(model, train, config, callbacks=[_TensorBoardLog(writer)], verbose=2)
     summary["train_seconds"] = time.perf_counter() - t0
 
@@ -112,7 +124,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
     summary["valid_metrics"] = metrics
     logging.info("MaskedTrainer: validation %s", metrics)
 
-    model.save_weights(os.path.join(model_dir, WEIGHTS_DIR, "weights"))
+    save_warm_start(model, tables, os.path.join(model_dir, WARM_START_DIR))
     serving = os.path.join(model_dir, SERVING_DIR)
     if os.path.exists(serving):
         shutil.rmtree(serving)
@@ -137,7 +149,11 @@ def MaskedTrainer(
     config_json: tfx.dsl.components.Parameter[str],
     masks: tfx.dsl.components.InputArtifact[TaskMasks] = None,
     base_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
+    epochs: tfx.dsl.components.Parameter[int] = 0,
+    masks_decision: tfx.dsl.components.Parameter[str] = "",
 ):
+    """``epochs`` > 0 overrides the configured epochs (daily increments); ``masks_decision`` (why the
+    masks were searched or reused, from ``ncs daily``) is stored on the model artifact."""
     config = ProjectConfig.model_validate_json(config_json)
     summary = train_and_export(
         config,
@@ -147,7 +163,14 @@ def MaskedTrainer(
         model_run.uri,
         masks.uri if masks is not None else None,
         base_model.uri if base_model is not None else None,
+        epochs or None,
     )
+    if base_model is not None:
+        model.set_string_custom_property("warm_started_from", base_model.uri)
+    if masks is not None:
+        model.set_string_custom_property("masks_uri", masks.uri)
+    if masks_decision:
+        model.set_string_custom_property("masks_decision", masks_decision)
     model.set_string_custom_property("variant", config.model.variant)
     model.set_float_custom_property("train_seconds", summary["train_seconds"])
     for t in config.tasks:

@@ -431,7 +431,7 @@ def predict(csv_path, model_name, rest_url, grpc_target, version, batch_size, ti
 
 @main.command()
 @click.option("--model-dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A MaskedTrainer output (the Model artifact folder: Format-Serving/ + keras_weights/).")
+              help="A MaskedTrainer output (the Model artifact folder: Format-Serving/ + warm_start/).")
 @click.option("--transform-graph", required=True, type=click.Path(exists=True, file_okay=False), help="The run's TransformGraph artifact folder.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write the compacted SavedModel.")
 @click.option("--examples", "examples_glob", default=None,

@@ -164,7 +164,7 @@ def compact(model) -> CompactNetwork:
 
 
 def rebuild_masked_network(model_dir: str, transform_graph: str):
-    """The trained MaskedNetwork of a MaskedTrainer output (``keras_weights`` + stored config)."""
+    """The trained MaskedNetwork of a MaskedTrainer output (``warm_start/`` weights + stored config)."""
     import json
     from pathlib import Path
 
@@ -174,21 +174,23 @@ def rebuild_masked_network(model_dir: str, transform_graph: str):
     from models.config import SPARSE_VARIANTS, ProjectConfig
     from models.features import input_signature
     from models.variants import build_model
+    from models.warm_start import load_warm_start
     from serving.export import ASSETS_EXTRA
 
     root = Path(model_dir)
     cfg_file = root / "Format-Serving" / ASSETS_EXTRA / "config.json"
-    weights = root / "keras_weights" / "weights.index"
+    weights = root / "warm_start" / "weights.npz"
     if not cfg_file.exists() or not weights.exists():
-        raise FileNotFoundError(f"{root}: not a MaskedTrainer output (needs Format-Serving/{ASSETS_EXTRA}/config.json and keras_weights/)")
+        raise FileNotFoundError(f"{root}: not a MaskedTrainer output (needs Format-Serving/{ASSETS_EXTRA}/config.json and warm_start/)")
     config = ProjectConfig.model_validate(json.loads(cfg_file.read_text()))
     if config.model.variant not in SPARSE_VARIANTS:
         raise ValueError(f"{root}: variant {config.model.variant!r} has no masks to compact (needs {SPARSE_VARIANTS})")
     tft_output = tft.TFTransformOutput(transform_graph)
-    model = build_model(config, embedding_tables_from_transform(config, tft_output), seed=0)
+    tables = embedding_tables_from_transform(config, tft_output)
+    model = build_model(config, tables, seed=0)
     dummy = {k: tf.zeros([2] + list(s.shape[1:]), s.dtype) for k, s in input_signature(config).items()}
     model(dummy)
-    model.load_weights(str(root / "keras_weights" / "weights")).expect_partial()
+    load_warm_start(model, tables, str(root / "warm_start"))
     return model, config, tft_output
 
 
