@@ -3,4 +3,4 @@
 Importing this package imports TFX; ``models`` never does.
 """
 
-from components.types import TaskMasks  # noqa: F401  (Kubeflow V2 resolves "components.TaskMasks")
+from components.types import TaskMasks, ValidatedSpan  # noqa: F401  (Kubeflow V2 resolves "components.<Type>")

@@ -15,10 +15,12 @@ from models.features import FeatureStats, embedding_tables
 from models.training import Split
 
 
-def split_files(examples_uri: str, split: str) -> list[str]:
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+def split_files(examples_uri: str | list[str], split: str) -> list[str]:
+    """Files of ``split`` of one Examples artifact folder, or of several (a daily window of spans)."""
+    uris = [examples_uri] if isinstance(examples_uri, str) else list(examples_uri)
+    files = [f for uri in uris for f in sorted(glob.glob(os.path.join(uri, f"Split-{split}", "*")))]
     if not files:
-        raise FileNotFoundError(f"no example files for split {split!r} under {examples_uri}")
+        raise FileNotFoundError(f"no example files for split {split!r} under {', '.join(uris)}")
     return files
 
 
@@ -36,7 +38,7 @@ def embedding_tables_from_transform(config: ProjectConfig, tft_output: tft.TFTra
     return embedding_tables(config, FeatureStats(vocabularies, {}, {}))
 
 
-def load_split(examples_uri: str, split: str, config: ProjectConfig, tft_output: tft.TFTransformOutput,
+def load_split(examples_uri: str | list[str], split: str, config: ProjectConfig, tft_output: tft.TFTransformOutput,
                batch_size: int = 16384, for_training: bool = True) -> Split:
     """Read a split of Transform's output into memory as a :class:`Split`.
 

@@ -12,6 +12,7 @@ summary numbers as custom properties (``density_<task>``, ``chosen_round_<task>`
 import json
 import os
 import time
+from typing import List
 
 import numpy as np
 import tensorflow_transform as tft
@@ -57,7 +58,7 @@ def load_masks_artifact(uri: str) -> tuple[Masks, list[np.ndarray]]:
 
 @tfx.dsl.components.component
 def MaskSearch(
-    transformed_examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
     transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
     masks: tfx.dsl.components.OutputArtifact[TaskMasks],
     config_json: tfx.dsl.components.Parameter[str],
@@ -69,8 +70,8 @@ def MaskSearch(
     from models.sparse_sharing import SparseSharingTrainer
 
     tft_output = tft.TFTransformOutput(transform_graph.uri)
-    train = load_split(transformed_examples.uri, "train", config, tft_output)
-    valid = load_split(transformed_examples.uri, "valid", config, tft_output)
+    train = load_split([e.uri for e in transformed_examples], "train", config, tft_output)
+    valid = load_split([e.uri for e in transformed_examples], "valid", config, tft_output)
     logging.info("MaskSearch: %d train rows, %d valid rows", len(train), len(valid))
     tables = embedding_tables_from_transform(config, tft_output)
     trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: logging.info("MaskSearch %s", m))

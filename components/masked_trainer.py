@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from typing import List
 
 import numpy as np
 import tensorflow as tf
@@ -48,7 +49,7 @@ class _TensorBoardLog(tf.keras.callbacks.Callback):
                 tf.summary.scalar(k, float(v), step=epoch)
 
 
-def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: str, model_dir: str, run_dir: str,
+def train_and_export(config: ProjectConfig, examples_uri: str | list[str], transform_uri: str, model_dir: str, run_dir: str,
                      masks_uri: str | None = None, base_model_uri: str | None = None, epochs: int | None = None) -> dict:
     """The component body as a plain function (tests call it directly). Returns a summary dict.
 
@@ -142,7 +143,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str, transform_uri: st
 
 @tfx.dsl.components.component
 def MaskedTrainer(
-    transformed_examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
     transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
     model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
     model_run: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelRun],
@@ -157,7 +158,7 @@ def MaskedTrainer(
     config = ProjectConfig.model_validate_json(config_json)
     summary = train_and_export(
         config,
-        transformed_examples.uri,
+        [e.uri for e in transformed_examples],
         transform_graph.uri,
         model.uri,
         model_run.uri,

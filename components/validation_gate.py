@@ -4,6 +4,8 @@ ExampleValidator only records anomalies (``SchemaDiff.pb`` per split); a product
 not train on a day whose columns, types, domains or ranges broke the schema. The gate reads
 every split's anomalies and fails the component — the local runner then stops the pipeline,
 so nothing downstream (training, evaluation, push) runs and the served model is untouched.
+A clean day gets a ``ValidatedSpan`` marker naming the validated Examples artifact (the daily
+window resolver trains only on marked spans).
 """
 
 
@@ -11,6 +13,8 @@ import glob
 import os
 
 from tfx import v1 as tfx
+
+from components.types import ValidatedSpan
 
 
 class DataValidationError(RuntimeError):
@@ -34,7 +38,11 @@ def collect_anomalies(anomalies_uri: str) -> list[tuple[str, str, str]]:
 
 
 @tfx.dsl.components.component
-def ValidationGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
+def ValidationGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    validated: tfx.dsl.components.OutputArtifact[ValidatedSpan],
+):
     found = collect_anomalies(anomalies.uri)
     if found:
         lines = [f"  {os.path.basename(os.path.dirname(path))}: {feature}: {why}" for path, feature, why in found]
@@ -45,3 +53,5 @@ def ValidationGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standar
             + "\nanomaly report(s): "
             + ", ".join(reports)
         )
+    validated.set_int_custom_property("examples_id", examples.id)
+    validated.set_int_custom_property("span", int(examples.span or 0))

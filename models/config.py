@@ -323,6 +323,39 @@ class PipelineConfig(_Strict):
         return v
 
 
+class MaskRefreshConfig(_Strict):
+    """When ``ncs daily`` re-runs the mask search instead of reusing the last ``TaskMasks``."""
+
+    every_days: Optional[int] = Field(default=7, ge=1)  # None: never on age alone
+    max_vocab_growth: float = Field(default=0.2, ge=0)  # relative growth of any vocabulary since the masks
+    max_drift: float = Field(default=0.1, gt=0, le=1)  # TFDV L-infinity / Jensen-Shannon vs the masks' span
+    drift_features: Optional[list[str]] = None  # columns checked for drift; None: every categorical feature
+    metric_drop_days: int = Field(default=3, ge=1)  # refresh after this many consecutive days ...
+    max_metric_drop: float = Field(default=0.01, ge=0)  # ... worse than the masks' day by more than this (relative)
+    on_incompatible: Literal["refresh", "error"] = "refresh"  # masks that do not fit the network
+
+
+class DailyConfig(_Strict):
+    """Daily incremental retraining (``ncs daily``).
+
+    Each day's folder is one ExampleGen span (``input_pattern`` with ``{YYYY}{MM}{DD}``); the
+    trainer sees the last ``window_days`` validated spans, warm-starts from the latest blessed
+    model and trains ``epochs`` epochs; the masks are reused until ``refresh`` says otherwise.
+    """
+
+    input_pattern: Optional[str] = None  # default: pipeline.input_pattern with its leading "*/" -> "{YYYY}{MM}{DD}/"
+    window_days: int = Field(default=3, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    refresh: MaskRefreshConfig = Field(default_factory=MaskRefreshConfig)
+
+    @field_validator("input_pattern")
+    @classmethod
+    def _has_date(cls, v):
+        if v is not None and "{YYYY}{MM}{DD}" not in v:
+            raise ValueError("must contain {YYYY}{MM}{DD} (one day folder = one span)")
+        return v
+
+
 class ProjectConfig(_Strict):
     dataset: DatasetConfig
     features: list[Feature] = Field(min_length=1)
@@ -333,6 +366,18 @@ class ProjectConfig(_Strict):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ranking: Optional[RankingConfig] = None
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    daily: DailyConfig = Field(default_factory=DailyConfig)
+
+    def daily_input_pattern(self) -> str:
+        """The per-day span pattern of ``ncs daily``."""
+        if self.daily.input_pattern:
+            return self.daily.input_pattern
+        p = self.pipeline.input_pattern
+        if "{YYYY}{MM}{DD}" in p:
+            return p
+        if p.startswith("*/"):
+            return "{YYYY}{MM}{DD}/" + p[2:]
+        raise ValueError(f"daily.input_pattern: cannot derive a per-day pattern from pipeline.input_pattern {p!r}; set it")
 
     @model_validator(mode="after")
     def _cross_references(self):

@@ -10,20 +10,32 @@
       -> MaskedTrainer (joint masked training, or any baseline variant -> Format-Serving)
       -> Evaluator (TFMA; per-task metrics and thresholds vs the latest blessed model)
       -> ServingSmokeCheck (fresh-process load + call of every signature -> InfraBlessing)
-      -> Pusher (filesystem, TF Serving layout <base>/<version>/; only when both blessings hold)
+      -> Pusher (filesystem, TF Serving layout <base>/<version>/, atomic rename; only when both blessings hold)
+
+Daily mode (``daily=DailyRun(...)``, ``ncs daily``): ExampleGen ingests one day folder as one
+span; ValidationGate marks it validated; a span-window resolver hands Transform the last
+``daily.window_days`` validated spans; the masks are searched again (refresh) or the latest
+``TaskMasks`` are resolved (reuse; an Importer of a given URI on Kubeflow); the trainer
+warm-starts from the latest blessed model (also the Evaluator's baseline) and trains
+``daily.epochs`` epochs; the Evaluator scores the new day's eval split.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.atomic_pusher import atomic_pusher
 from components.mask_search import MaskSearch
+from components.resolvers import ValidatedSpanWindow
 from components.masked_trainer import MaskedTrainer
 from components.smoke_check import ServingSmokeCheck
 from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE, transform_config_json
+from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
 
@@ -32,6 +44,7 @@ from models.config import SPARSE_VARIANTS, ProjectConfig
 # candidate may not be worse than the last blessed model by more than this.
 DEFAULT_AUC_MIN, DEFAULT_AUC_MAX_DROP = 0.5, 0.01
 DEFAULT_MSE_MAX, DEFAULT_MSE_MAX_RISE = 0.25, 0.005
+MASK_SEARCH_ID = "MaskSearch"  # node id the reuse resolver reads masks from (also across ncs run / ncs daily)
 
 
 def _overall_only(**threshold) -> list:
@@ -113,18 +126,55 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(model_specs=[model_spec], metrics_specs=specs, slicing_specs=slicing)
 
 
-def _example_gen(config: ProjectConfig, data_root: str):
+@dataclasses.dataclass(frozen=True)
+class DailyRun:
+    """What differs on a daily run (``ncs daily``).
+
+    day: ``YYYYMMDD`` of the span to ingest; ``None`` = the latest day folder (Kubeflow schedules).
+    refresh_masks: run MaskSearch on the window (True) or reuse the latest ``TaskMasks``.
+    masks_decision: why (stored on the model artifact).
+    masks_uri: reuse these masks through an Importer (Kubeflow, where custom resolvers do not
+      compile) instead of the latest-artifact resolver.
+    validate_only: stop after ValidationGate (``ncs daily`` validates a day first, then decides
+      about the masks with the day's statistics; the full run then finds those steps cached).
+    """
+
+    day: str | None = None
+    refresh_masks: bool = False
+    masks_decision: str = ""
+    masks_uri: str | None = None
+    validate_only: bool = False
+
+    @property
+    def span(self) -> int | None:
+        if self.day is None:
+            return None
+        d = dt.datetime.strptime(self.day, "%Y%m%d").date()
+        return (d - dt.date(1970, 1, 1)).days  # ExampleGen's {YYYY}{MM}{DD} span number
+
+
+def _example_gen(config: ProjectConfig, data_root: str, daily: DailyRun | None = None):
     pc = config.pipeline
-    input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="logs", pattern=pc.input_pattern)])
+    pattern = config.daily_input_pattern() if daily else pc.input_pattern
+    input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name="logs", pattern=pattern)])
+    range_config = None
+    if daily and daily.span is not None:
+        range_config = tfx.proto.RangeConfig(
+            static_range=tfx.proto.StaticRange(start_span_number=daily.span, end_span_number=daily.span)
+        )
     output_config = tfx.proto.Output(
         split_config=tfx.proto.SplitConfig(
             splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=pc.splits[n]) for n in ("train", "valid", "eval")]
         )
     )
     if pc.format == "csv":
-        return tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
+        return tfx.components.CsvExampleGen(
+            input_base=data_root, input_config=input_config, output_config=output_config, range_config=range_config
+        )
     if pc.format == "tfrecord":
-        return tfx.components.ImportExampleGen(input_base=data_root, input_config=input_config, output_config=output_config)
+        return tfx.components.ImportExampleGen(
+            input_base=data_root, input_config=input_config, output_config=output_config, range_config=range_config
+        )
     from tfx.components import FileBasedExampleGen  # not exported under tfx.v1
     from tfx.dsl.components.base import executor_spec
 
@@ -134,6 +184,7 @@ def _example_gen(config: ProjectConfig, data_root: str):
         input_base=data_root,
         input_config=input_config,
         output_config=output_config,
+        range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor),
     )
 
@@ -147,6 +198,7 @@ def create_pipeline(
     schema_path: str | None = None,
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = True,
+    daily: DailyRun | None = None,
 ) -> tfx.dsl.Pipeline:
     """The whole production pipeline as a ``tfx.dsl.Pipeline``.
 
@@ -158,9 +210,10 @@ def create_pipeline(
       metadata_path: SQLite MLMD file (local runs); ``None`` lets the orchestrator decide (Kubeflow).
       schema_path: a curated schema folder/file for ImportSchemaGen; ``None`` infers one with SchemaGen.
       beam_pipeline_args: passed to every Beam-powered component (Flink/Spark/Dataflow args work unchanged).
+      daily: a daily incremental run (see :class:`DailyRun`); ``None`` trains from scratch on every span.
     """
     config_json = config.model_dump_json()
-    example_gen = _example_gen(config, data_root)
+    example_gen = _example_gen(config, data_root, daily)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
@@ -169,38 +222,79 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], examples=example_gen.outputs["examples"])
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate]
+
+    def finish(components):
+        return tfx.dsl.Pipeline(
+            pipeline_name=config.pipeline.name,
+            pipeline_root=pipeline_root,
+            components=components,
+            enable_cache=enable_cache,
+            metadata_connection_config=(
+                tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
+            ),
+            beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None else config.pipeline.beam_args),
+        )
+
+    if daily and daily.validate_only:
+        return finish(components)
+
+    examples_to_transform = example_gen.outputs["examples"]
+    if daily and daily.span is not None:
+        # the training window: the last K validated spans (today's included), from MLMD
+        window = tfx.dsl.Resolver(
+            strategy_class=ValidatedSpanWindow,
+            config={"end_span": daily.span, "num_spans": config.daily.window_days},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id),
+            validated=tfx.dsl.Channel(type=ValidatedSpan, producer_component_id=gate.id),
+        ).with_id("span_window_resolver")
+        window.add_upstream_node(gate)  # resolve after today's span is validated
+        components.append(window)
+        examples_to_transform = window.outputs["examples"]
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples_to_transform,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="components.transform.preprocessing_fn",
         custom_config={"config_json": transform_config_json(config)},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid", "eval"]),
     )
     transform.add_upstream_node(gate)
-
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform]
-    trainer_inputs = dict(
-        transformed_examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        config_json=config_json,
-    )
-    if config.model.variant in SPARSE_VARIANTS:
-        mask_search = MaskSearch(
-            transformed_examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            config_json=config_json,
-        )
-        components.append(mask_search)
-        trainer_inputs["masks"] = mask_search.outputs["masks"]
-    trainer = MaskedTrainer(**trainer_inputs)
-    components.append(trainer)
+    components.append(transform)
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
+    trainer_inputs = dict(
+        transformed_examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        config_json=config_json,
+    )
+    if daily:
+        # warm start from yesterday's blessed model, a short increment, and why the masks are what they are
+        trainer_inputs.update(base_model=model_resolver.outputs["model"], epochs=config.daily.epochs,
+                              masks_decision=daily.masks_decision)
+    if config.model.variant in SPARSE_VARIANTS:
+        if daily is None or daily.refresh_masks:
+            masks_node = MaskSearch(
+                transformed_examples=transform.outputs["transformed_examples"],
+                transform_graph=transform.outputs["transform_graph"],
+                config_json=config_json,
+            )
+        elif daily.masks_uri:
+            masks_node = tfx.dsl.Importer(source_uri=daily.masks_uri, artifact_type=TaskMasks).with_id("masks_importer")
+        else:
+            masks_node = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+                masks=tfx.dsl.Channel(type=TaskMasks, producer_component_id=MASK_SEARCH_ID),
+            ).with_id("latest_masks_resolver")
+        components.append(masks_node)
+        trainer_inputs["masks"] = masks_node.outputs["masks" if not isinstance(masks_node, tfx.dsl.Importer) else "result"]
+    trainer = MaskedTrainer(**trainer_inputs)
+    components.append(trainer)
+
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -214,7 +308,8 @@ def create_pipeline(
         tasks_json=json.dumps(config.task_names),
         rows=config.pipeline.smoke_check_rows,
     )
-    pusher = tfx.components.Pusher(
+    # atomic filesystem push: TF Serving never sees a partly written version folder
+    pusher = atomic_pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=smoke.outputs["blessing"],
@@ -223,16 +318,7 @@ def create_pipeline(
         ),
     )
     components += [model_resolver, evaluator, smoke, pusher]
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline.name,
-        pipeline_root=pipeline_root,
-        components=components,
-        enable_cache=enable_cache,
-        metadata_connection_config=(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
-        ),
-        beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None else config.pipeline.beam_args),
-    )
+    return finish(components)
 
 
-__all__ = ["create_pipeline", "eval_config", "DURATION_BUCKET"]
+__all__ = ["create_pipeline", "eval_config", "DailyRun", "DURATION_BUCKET"]

@@ -38,8 +38,11 @@ class LocalPaths:
 
 
 def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_path: str | None = None,
-              beam_args: list[str] | None = None, enable_cache: bool = True) -> None:
-    """Run the whole pipeline in this process with LocalDagRunner (raises if a component fails)."""
+              beam_args: list[str] | None = None, enable_cache: bool = True, daily=None) -> None:
+    """Run the whole pipeline in this process with LocalDagRunner (raises if a component fails).
+
+    ``daily``: a :class:`pipeline.pipeline.DailyRun` (``ncs daily``), else the from-scratch run.
+    """
     from tfx import v1 as tfx
 
     from pipeline.pipeline import create_pipeline
@@ -56,6 +59,7 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
         schema_path=schema_path,
         beam_pipeline_args=beam_args,
         enable_cache=enable_cache,
+        daily=daily,
     )
     tfx.orchestration.LocalDagRunner().run(p)
 

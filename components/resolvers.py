@@ -1,0 +1,45 @@
+"""Resolver strategies of the daily pipeline (local orchestration; see ``pipeline/pipeline.py``)."""
+
+from typing import Dict, List, Optional
+
+from tfx import types
+from tfx.dsl.components.common import resolver
+
+
+def _span(artifact: types.Artifact) -> int:
+    # ExampleGen stores the span as an int custom property (older versions: as a string)
+    text = artifact.get_string_custom_property("span")
+    return int(text) if text else artifact.get_int_custom_property("span")
+
+
+class ValidatedSpanWindow(resolver.ResolverStrategy):
+    """The Examples of the last ``num_spans`` spans up to ``end_span`` that passed validation.
+
+    Like TFX's ``SpanRangeStrategy`` with a rolling range, but an Examples artifact only
+    counts when a ``ValidatedSpan`` marker names it (``examples_id``): a day rejected by
+    ExampleValidator stays out of every later window. Per span the newest validated artifact
+    wins (a re-ingested day). Inputs: ``examples`` (ExampleGen's channel) and ``validated``
+    (ValidationGate's). Outputs: ``examples``, newest span first, and their ``validated`` markers; ``None`` (not resolved)
+    when ``end_span`` itself has no validated examples.
+    """
+
+    def __init__(self, end_span: int, num_spans: int):
+        if num_spans < 1:
+            raise ValueError(f"num_spans must be >= 1, got {num_spans}")
+        self.end_span, self.num_spans = int(end_span), int(num_spans)
+
+    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]) -> Optional[Dict[str, List[types.Artifact]]]:
+        markers = input_dict.get("validated", [])
+        validated_ids = {v.get_int_custom_property("examples_id") for v in markers}
+        start = self.end_span - self.num_spans + 1
+        newest: Dict[int, types.Artifact] = {}
+        for a in input_dict.get("examples", []):
+            span = _span(a)
+            if a.id in validated_ids and start <= span <= self.end_span and (span not in newest or a.id > newest[span].id):
+                newest[span] = a
+        if self.end_span not in newest:
+            return None
+        chosen = [newest[s] for s in sorted(newest, reverse=True)]
+        ids = {a.id for a in chosen}
+        # a resolver outputs every input key: the markers of the chosen spans ride along
+        return {"examples": chosen, "validated": [v for v in markers if v.get_int_custom_property("examples_id") in ids]}
