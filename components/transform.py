@@ -71,14 +71,15 @@ def _tokens(x, feature):
 
 
 def transform_config_json(config: ProjectConfig) -> str:
-    """The config as Transform sees it: model/training/sparse sections reset to defaults.
+    """The config as Transform sees it: model/training/sparse/daily sections reset to defaults.
 
     Transform's cache key includes ``custom_config``; changing the model variant, MLP sizes
     or training schedule must not re-run the (expensive) full-pass analysis.
     """
-    from models.config import ModelConfig, SparseSharingConfig, TrainingConfig
+    from models.config import DailyConfig, ModelConfig, SparseSharingConfig, TrainingConfig
 
-    return config.model_copy(update={"model": ModelConfig(), "training": TrainingConfig(), "sparse": SparseSharingConfig()}).model_dump_json()
+    reset = {"model": ModelConfig(), "training": TrainingConfig(), "sparse": SparseSharingConfig(), "daily": DailyConfig()}
+    return config.model_copy(update=reset).model_dump_json()
 
 
 def preprocessing_fn(inputs, custom_config):

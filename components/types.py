@@ -22,8 +22,8 @@ class TaskMasks(Artifact):
 class ValidatedSpan(Artifact):
     """A marker that one ExampleGen output passed validation (written by ``ValidationGate``).
 
-    Custom properties: ``span`` (ExampleGen span number) and ``examples_id`` (the MLMD id of
-    the validated Examples artifact). The daily span-window resolver only trains on spans
+    Custom properties: ``span`` (ExampleGen span number), ``examples_id`` (the MLMD id of the
+    validated Examples artifact) and ``statistics_uri`` (its TFDV statistics). The daily span-window resolver only trains on spans
     that have one, so a rejected (corrupted) day never enters a later day's window.
     """
 

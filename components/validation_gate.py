@@ -41,6 +41,7 @@ def collect_anomalies(anomalies_uri: str) -> list[tuple[str, str, str]]:
 def ValidationGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     validated: tfx.dsl.components.OutputArtifact[ValidatedSpan],
 ):
     found = collect_anomalies(anomalies.uri)
@@ -54,4 +55,7 @@ def ValidationGate(
             + ", ".join(reports)
         )
     validated.set_int_custom_property("examples_id", examples.id)
-    validated.set_int_custom_property("span", int(examples.span or 0))
+    # ExampleGen stores the span as a custom property (a string in old TFX versions)
+    span = examples.get_string_custom_property("span") or examples.get_int_custom_property("span")
+    validated.set_int_custom_property("span", int(span or 0))
+    validated.set_string_custom_property("statistics_uri", statistics.uri)  # the day's drift reference

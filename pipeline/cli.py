@@ -67,6 +67,8 @@ def main():
       ncs generate --out .ncs/data/video --days 4 --rows-per-day 50000 --with-truth
       ncs compare --config configs/video.yaml --data .ncs/data/video --variants all --seeds 3 --out .ncs/compare
       ncs run --config configs/video.yaml --data .ncs/data/video          # the TFX pipeline -> serving_models/ctr_cvr
+      ncs daily --config configs/video.yaml --data .ncs/data/video --date 20260105   # incremental day
+      ncs history --config configs/video.yaml --plot days.png
       ncs inspect serving_models/ctr_cvr
       ncs serve --model-base-path serving_models/ctr_cvr --model-name ctr_cvr
     """
@@ -266,6 +268,113 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
     click.echo(f"finished in {summary['seconds']:.0f}s; summary: {paths.home / 'last_run.json'}")
 
 
+@main.command()
+@click.option("--config", "config_path", default="configs/video.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="Project YAML (its daily: section drives the increment).")
+@click.option("--data", "data_root", default=".ncs/data/video", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of daily log folders YYYYMMDD/ (daily.input_pattern picks a day's files).")
+@click.option("--date", "day", default=None, metavar="YYYYMMDD", help="The day to train on (default: yesterday).")
+@click.option("--serving-dir", default="serving_models/ctr_cvr", show_default=True, type=click.Path(file_okay=False),
+              help="Pusher's base directory (the same as ncs run's).")
+@click.option("--refresh-masks", is_flag=True, help="Search new masks today whatever the refresh policy says.")
+@click.option("--catch-up/--no-catch-up", default=True, show_default=True,
+              help="Also run missed days since the last successful day, oldest first.")
+@click.option("--schema", "schema_override", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Curated schema (pbtxt) instead of pipeline.schema_file.")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
+              help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--runner=FlinkRunner.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set daily.window_days=5.")
+@click.option("-v", "--verbose", is_flag=True, help="Show all TFX/Beam logs, not only component progress.")
+def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, schema_override, beam_args, overrides, verbose):
+    """Incremental daily retraining on DATA/<date>/ (schedule it with cron / a systemd timer).
+
+    \b
+    Per day: ExampleGen takes the day's span -> validation (a corrupted day is rejected here,
+    the served model stays) -> mask decision (reuse, or search again when asked, every
+    daily.refresh.every_days, on vocabulary growth, TFDV drift vs the masks' day, a sustained
+    metric drop, or unusable masks) -> Transform on the last daily.window_days validated days
+    -> MaskedTrainer warm-started from the latest blessed model (daily.epochs) -> Evaluator vs
+    that model -> smoke check -> atomic push of a new version.
+
+    \b
+    Safe to re-run: a day that already succeeded is a no-op; a second run of the pipeline
+    while one is running stops at once (lock under $NCS_HOME/daily/locks/); missed days are
+    caught up in date order. Outcomes: $NCS_HOME/daily/<pipeline>.json (see ncs history).
+    Exit status 1 when a day was rejected, failed or had no data.
+    """
+    _legacy_keras_guard()
+    from pipeline.daily import DayLockedError, parse_day
+    from pipeline.daily_run import DailyOptions, MasksUnusableError, run_daily, yesterday
+
+    day = day or yesterday()
+    try:
+        parse_day(day)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--date") from None
+    cfg = _load(config_path, overrides)
+    try:
+        cfg.daily_input_pattern()
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    schema = _schema_path(cfg, config_path, schema_override)
+    _progress_logging(verbose)
+    from pipeline.runner import LocalPaths
+
+    paths = LocalPaths.make(cfg.pipeline.name, serving_dir)
+    for p in (paths.pipeline_root, paths.metadata.parent, paths.serving_dir):
+        p.mkdir(parents=True, exist_ok=True)
+    opts = DailyOptions(cfg, str(Path(data_root).resolve()), paths, schema, list(beam_args) or None, refresh_masks,
+                        log=lambda m: click.echo(m, err=True))
+    click.echo(f"daily {cfg.pipeline.name}: {day} (variant {cfg.model.variant}, window {cfg.daily.window_days} day(s), "
+               f"{cfg.daily.epochs} epoch(s)); serving {paths.serving_dir}", err=True)
+    try:
+        records = run_daily(opts, day, catch_up)
+    except (DayLockedError, MasksUnusableError) as err:
+        raise click.ClickException(str(err)) from None
+    if not records:
+        click.echo(f"{day} already succeeded: nothing to do")
+        return
+    bad = []
+    for r in records:
+        if r.status == "succeeded":
+            pushed = f"pushed version {r.pushed_version}" if r.pushed_version else "NOT pushed (not blessed; the served version stays)"
+            click.echo(f"{r.day}: succeeded in {r.seconds:.0f}s, {pushed}; masks {'searched' if r.masks_refreshed else 'reused'} ({r.refresh_reason})")
+        else:
+            bad.append(r)
+            what = {"rejected": "REJECTED by data validation", "no_data": "NO DATA", "failed": "FAILED"}.get(r.status, r.status)
+            click.echo(f"{r.day}: {what}; nothing pushed, the served version stays\n  {r.error}")
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(records)} day(s) did not succeed: {', '.join(r.day + ' ' + r.status for r in bad)}")
+
+
+@main.command()
+@click.option("--config", "config_path", default="configs/video.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False), help="Also write a PNG of the metrics per day.")
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger records as JSON.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def history(config_path, plot_path, as_json, overrides):
+    """The daily runs of the pipeline: status, metrics vs the served model, pushes, masks, window."""
+    import dataclasses
+    import json
+
+    from pipeline.daily import DailyLedger
+    from pipeline.daily_run import format_history, plot_history
+    from pipeline.runner import ncs_home
+
+    cfg = _load(config_path, overrides)
+    try:
+        ledger = DailyLedger(ncs_home(), cfg.pipeline.name)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps({d: dataclasses.asdict(r) for d, r in sorted(ledger.records.items())}, indent=1))
+    else:
+        click.echo(format_history(ledger, cfg))
+    if plot_path:
+        plot_history(ledger, cfg, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
 @main.command("compile")
 @click.option("--config", "config_path", default="configs/video.yaml", show_default=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--runner", type=click.Choice(["kubeflow"]), default="kubeflow", show_default=True,
@@ -278,12 +387,27 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
 @click.option("--schema", "schema_uri", default=None, help="Schema file URI as the cluster sees it (default: pipeline.schema_file baked into the image).")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG", help="Beam arg (repeatable), e.g. --beam-arg=--runner=DataflowRunner.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def compile_cmd(config_path, runner, image, out_file, data_root, pipeline_root, serving_dir, schema_uri, beam_args, overrides):
+@click.option("--daily", is_flag=True,
+              help="Compile the daily increment: newest day's span, warm start from the latest blessed model, masks imported from --masks-uri.")
+@click.option("--masks-uri", default=None, help="With --daily: the TaskMasks artifact folder to reuse (from a first `ncs compile` run's MaskSearch).")
+@click.option("--recurring-run", "recurring_path", default=None, type=click.Path(dir_okay=False),
+              help="With --daily: also write a KFP v2beta1 RecurringRun JSON (cron, max_concurrency 1, catch-up).")
+@click.option("--cron", default="0 0 3 * * *", show_default=True, help="KFP cron (6 fields, seconds first) of the recurring run.")
+def compile_cmd(config_path, runner, image, out_file, data_root, pipeline_root, serving_dir, schema_uri, beam_args, overrides,
+                daily, masks_uri, recurring_path, cron):
     """Compile the pipeline to a Kubeflow Pipelines V2 JSON spec (offline, no cluster needed).
 
     Submit it with the KFP SDK (kfp.Client().create_run_from_pipeline_package) or
     Vertex AI Pipelines. Paths must be ones the cluster can read (gs://, s3://, a PVC).
+
+    \b
+    --daily compiles the incremental pipeline for a schedule: ExampleGen takes the newest
+    day folder ({YYYY}{MM}{DD} span), the trainer warm-starts from the latest blessed model,
+    and the masks come from an Importer of --masks-uri (Kubeflow V2 compiles only the
+    built-in resolvers). --recurring-run writes the schedule to upload with the KFP API.
     """
+    if (masks_uri or recurring_path) and not daily:
+        raise click.UsageError("--masks-uri and --recurring-run need --daily")
     cfg = _load(config_path, overrides)
     schema = schema_uri
     if schema is None and cfg.pipeline.schema_file:
@@ -291,8 +415,24 @@ def compile_cmd(config_path, runner, image, out_file, data_root, pipeline_root, 
         schema = str(Path("/app") / Path(config_path).parent / cfg.pipeline.schema_file)
     from pipeline.runner import compile_kubeflow
 
-    out = compile_kubeflow(cfg, image, out_file, data_root, pipeline_root, serving_dir, schema, list(beam_args) or None)
+    daily_run = None
+    if daily:
+        from models.config import SPARSE_VARIANTS
+        from pipeline.pipeline import DailyRun
+
+        if cfg.model.variant in SPARSE_VARIANTS and not masks_uri:
+            raise click.UsageError(f"--daily with variant {cfg.model.variant} needs --masks-uri (the masks to reuse every day)")
+        daily_run = DailyRun(day=None, masks_uri=masks_uri, masks_decision=f"reused {masks_uri} (compiled schedule)")
+    out = compile_kubeflow(cfg, image, out_file, data_root, pipeline_root, serving_dir, schema, list(beam_args) or None,
+                           daily=daily_run)
     click.echo(f"wrote {out} (Kubeflow Pipelines V2, image {image})")
+    if recurring_path:
+        from pipeline.runner import recurring_run_spec
+
+        import json as _json
+
+        Path(recurring_path).write_text(_json.dumps(recurring_run_spec(out, cfg.pipeline.name, cron), indent=1))
+        click.echo(f"wrote {recurring_path} (KFP RecurringRun: cron {cron!r}, one run at a time, missed runs caught up)")
 
 
 @main.command()

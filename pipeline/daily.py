@@ -45,6 +45,11 @@ class DayRecord:
     refresh_reason: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
     error: str = ""
+    blessed: bool | None = None
+    statistics_uri: str | None = None  # the day's TFDV statistics (drift reference while its masks live)
+    window: list = dataclasses.field(default_factory=list)  # days the trainer saw
+    warm_started_from: str | None = None
+    seconds: float = 0.0
 
 
 class DailyLedger:
@@ -81,9 +86,17 @@ class DailyLedger:
         ref = [r for d, r in sorted(self.records.items()) if r.status == "succeeded" and r.masks_refreshed]
         return ref[-1] if ref else None
 
-    def metric_history(self, key: str) -> list[float]:
-        """``key`` (e.g. ``"cvr/mse"``) of the succeeded days, oldest first."""
-        return [r.metrics[key] for d, r in sorted(self.records.items()) if r.status == "succeeded" and key in r.metrics]
+    def metric_history(self, key: str, since: str | None = None) -> list[float]:
+        """``key`` (e.g. ``"cvr/mse"``) of the succeeded days (from ``since`` on), oldest first."""
+        return [r.metrics[key] for d, r in sorted(self.records.items())
+                if r.status == "succeeded" and key in r.metrics and (since is None or d >= since)]
+
+    def masks_record(self, masks_uri: str) -> DayRecord | None:
+        """The day whose run searched the masks at ``masks_uri``."""
+        for _, r in sorted(self.records.items()):
+            if r.masks_refreshed and r.masks_uri == masks_uri:
+                return r
+        return None
 
 
 class DayLockedError(RuntimeError):
@@ -91,24 +104,31 @@ class DayLockedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def day_lock(home: str | Path, pipeline_name: str, day: str):
-    """Hold an exclusive lock for (pipeline, day) while the body runs; fail at once if it is held."""
-    parse_day(day)
-    lock_dir = Path(home) / "daily" / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{pipeline_name}-{day}.lock"
+def _exclusive(path: Path, what: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise DayLockedError(f"day {day} of {pipeline_name} is already running (pid {holder}; lock {path})") from None
+            raise DayLockedError(f"{what} is already running (pid {holder}; lock {path})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield path
     finally:
         os.close(fd)  # closing releases the flock, also when the process is killed
+
+
+def day_lock(home: str | Path, pipeline_name: str, day: str):
+    """Hold an exclusive lock for (pipeline, day) while the body runs; fail at once if it is held."""
+    parse_day(day)
+    return _exclusive(Path(home) / "daily" / "locks" / f"{pipeline_name}-{day}.lock", f"day {day} of {pipeline_name}")
+
+
+def pipeline_lock(home: str | Path, pipeline_name: str):
+    """One ``ncs daily`` per pipeline at a time (days share the metadata store and run in order)."""
+    return _exclusive(Path(home) / "daily" / "locks" / f"{pipeline_name}.lock", f"a daily run of {pipeline_name}")
 
 
 def days_to_run(ledger: DailyLedger, data_root: str | Path, until: str) -> list[str]:
@@ -163,7 +183,15 @@ def decide_mask_refresh(policy: RefreshPolicy, *, today: str, masks_day: str | N
         worse = [sign * (v - base) / abs(base) > policy.max_metric_drop for v in recent if base]
         if worse and all(worse):
             return True, f"metric worse than on the masks' day by > {policy.max_metric_drop:.1%} for {policy.metric_drop_days} days"
-    return False, f"masks from {masks_day} kept ({age} days old, no drift, no sustained metric drop)"
+    checks = [f"{age} days old"]
+    if drift:
+        worst = max(drift, key=drift.get)
+        checks.append(f"max drift {drift[worst]:.3f} ({worst}) <= {policy.max_drift}")
+    if vocab_growth:
+        worst = max(vocab_growth, key=vocab_growth.get)
+        checks.append(f"max vocabulary growth {vocab_growth[worst]:.0%} ({worst})")
+    checks.append("no sustained metric drop")
+    return False, f"masks from {masks_day} kept ({', '.join(checks)})"
 
 
 def vocabulary_growth(old_sizes: dict[str, int], new_sizes: dict[str, int]) -> dict[str, float]:

@@ -222,7 +222,11 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"], examples=example_gen.outputs["examples"])
+    gate = ValidationGate(
+        anomalies=example_validator.outputs["anomalies"],
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+    )
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate]
 
     def finish(components):

@@ -65,8 +65,12 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
 
 
 def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root: str, pipeline_root: str,
-                     serving_dir: str, schema_path: str | None = None, beam_args: list[str] | None = None) -> Path:
-    """Write a Kubeflow Pipelines V2 (Vertex-compatible) JSON spec offline; no cluster needed."""
+                     serving_dir: str, schema_path: str | None = None, beam_args: list[str] | None = None,
+                     daily=None) -> Path:
+    """Write a Kubeflow Pipelines V2 (Vertex-compatible) JSON spec offline; no cluster needed.
+
+    ``daily``: a :class:`pipeline.pipeline.DailyRun` with ``day=None`` (newest span) for a schedule.
+    """
     from tfx import v1 as tfx
 
     from pipeline.pipeline import create_pipeline
@@ -79,6 +83,7 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
         metadata_path=None,
         schema_path=schema_path,
         beam_pipeline_args=beam_args,
+        daily=daily,
     )
     out = Path(out_file).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,11 +96,30 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
     return out
 
 
+def recurring_run_spec(pipeline_file: Path, pipeline_name: str, cron: str) -> dict:
+    """A KFP v2beta1 ``RecurringRun`` (REST body of ``POST /apis/v2beta1/recurringruns``) for a compiled spec.
+
+    ``max_concurrency`` 1: two runs never overlap; ``no_catchup`` false: the scheduler starts
+    the runs it missed (e.g. during an outage) one after the other.
+    """
+    spec = json.loads(Path(pipeline_file).read_text())
+    return {
+        "display_name": f"{pipeline_name}-daily",
+        "description": "Daily incremental retraining (warm start, reused masks, TFMA gate, push)",
+        "pipeline_spec": spec.get("pipelineSpec", spec),
+        "runtime_config": spec.get("runtimeConfig", {}),
+        "trigger": {"cron_schedule": {"cron": cron}},
+        "max_concurrency": "1",
+        "no_catchup": False,
+        "mode": "ENABLE",
+    }
+
+
 # ----------------------------------------------------------------------------- summary
 
 
-def _latest(store, type_name: str):
-    arts = store.get_artifacts_by_type(type_name)
+def _latest(store, type_name: str, since_id: int = 0):
+    arts = [a for a in store.get_artifacts_by_type(type_name) if a.id > since_id]
     return max(arts, key=lambda a: a.id) if arts else None
 
 
@@ -128,8 +152,12 @@ def metadata_store(path: str | Path):
     return mlmd.MetadataStore(cc)
 
 
-def run_summary(config: ProjectConfig, paths: LocalPaths) -> dict:
-    """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push."""
+def run_summary(config: ProjectConfig, paths: LocalPaths, push_since_id: int = 0) -> dict:
+    """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push.
+
+    ``push_since_id``: report a push only if its artifact is newer than this MLMD id (a daily
+    run's own push; the model and evaluation may be cached from an interrupted attempt).
+    """
     import tensorflow_model_analysis as tfma
 
     store = metadata_store(paths.metadata)
@@ -176,7 +204,7 @@ def run_summary(config: ProjectConfig, paths: LocalPaths) -> dict:
     smoke = _latest(store, "InfraBlessing")
     if smoke is not None:
         out["smoke_check"] = {"uri": smoke.uri, **_props(smoke)}
-    pushed = _latest(store, "PushedModel")
+    pushed = _latest(store, "PushedModel", push_since_id)
     if pushed is not None:
         out["push"] = {"uri": pushed.uri, **_props(pushed)}
     return out

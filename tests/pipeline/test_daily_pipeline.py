@@ -1,0 +1,172 @@
+"""End-to-end: `ncs daily` over consecutive days (drift on day 3), a corrupted day, a kill during training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from tests.conftest import tiny_config_dict
+
+
+def _config(tmp_path: Path) -> Path:
+    d = tiny_config_dict(variant="connection")
+    d["sparse"] = {"rounds": 1, "final_density": 0.5}
+    # tiny data: value thresholds only check sanity, change thresholds allow day-to-day noise
+    d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
+    d["pipeline"]["smoke_check_rows"] = 16
+    d["daily"] = {"window_days": 3, "epochs": 1, "refresh": {"every_days": 7, "max_drift": 0.3}}
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _daily(cfg, data, serving, home, day, *extra):
+    args = ["daily", "--config", str(cfg), "--data", str(data), "--date", day, "--serving-dir", str(serving),
+            "--beam-arg=--direct_num_workers=1", *extra]
+    return CliRunner().invoke(main, args, env={"NCS_HOME": str(home)}, catch_exceptions=False)
+
+
+def _versions(serving: Path) -> list[str]:
+    return sorted(p.name for p in serving.iterdir() if p.name.isdigit()) if serving.exists() else []
+
+
+def _ledger(home: Path) -> dict:
+    return json.loads((home / "daily" / "ncs-ctr-cvr.json").read_text())["days"]
+
+
+def test_daily_runs_warm_start_reject_kill_and_catch_up(tmp_path):
+    data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
+    r = CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "5", "--rows-per-day", "1500",
+                                  "--drift", "0.5", "--drift-day", "2"])
+    assert r.exit_code == 0, r.output
+    cfg = _config(tmp_path)
+    # day 4 arrives corrupted (types and label domain broken)
+    bad_file = next((data / "20260104").glob("*.csv"))
+    bad = pd.read_csv(bad_file)
+    bad["duration"] = bad["duration"].astype(str)
+    bad.loc[::7, "duration"] = "n/a"
+    bad.loc[::11, "click"] = 2
+    bad.to_csv(bad_file, index=False)
+
+    # the first daily run catches up days 1..3 in date order: one mask search, then warm starts
+    r = _daily(cfg, data, serving, home, "20260103")
+    assert r.exit_code == 0, r.output
+    days = _ledger(home)
+    assert [d for d in days] == ["20260101", "20260102", "20260103"]
+    assert all(days[d]["status"] == "succeeded" for d in days)
+    assert [days[d]["masks_refreshed"] for d in days] == [True, False, False]
+    assert "first mask search" in days["20260101"]["refresh_reason"]
+    assert "kept" in days["20260103"]["refresh_reason"] and "drift" in days["20260103"]["refresh_reason"]
+    assert days["20260102"]["masks_uri"] == days["20260103"]["masks_uri"] == days["20260101"]["masks_uri"]
+    # each day warm-starts from the previous day's blessed model, on a rolling window of days
+    assert days["20260101"]["warm_started_from"] is None
+    pushed = [days[d]["pushed_version"] for d in days]
+    assert all(pushed) and pushed == sorted(pushed) and _versions(serving) == pushed
+    assert days["20260102"]["window"] == ["20260101", "20260102"]
+    assert days["20260103"]["window"] == ["20260101", "20260102", "20260103"]
+    models = {d: _model_uri_of(home, days[d]["pushed_version"]) for d in days}
+    assert days["20260102"]["warm_started_from"] == models["20260101"]
+    assert days["20260103"]["warm_started_from"] == models["20260102"]
+    for d in days:
+        assert 0 < days[d]["metrics"]["ctr/auc"] < 1 and days[d]["metrics"]["cvr/mse"] >= 0
+    assert "ctr/auc/baseline" in days["20260102"]["metrics"]  # evaluated against yesterday's blessed model
+
+    # re-running a day that succeeded is a no-op
+    r = _daily(cfg, data, serving, home, "20260103")
+    assert r.exit_code == 0 and "nothing to do" in r.output
+
+    # the corrupted day is rejected at validation; the served versions do not change
+    r = _daily(cfg, data, serving, home, "20260104")
+    assert r.exit_code == 1 and "REJECTED" in r.output and "duration" in r.output, r.output
+    assert _versions(serving) == pushed
+    assert _ledger(home)["20260104"]["status"] == "rejected"
+
+    # day 5: killed during training, nothing is pushed; the re-run completes
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "daily", "--config", str(cfg), "--data", str(data), "--date", "20260105",
+             "--serving-dir", str(serving), "--beam-arg=--direct_num_workers=1"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NCS_HOME": str(home)}, start_new_session=True,
+        )
+        deadline = time.time() + 600
+        while "Component MaskedTrainer is running" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert _versions(serving) == pushed
+    assert _ledger(home)["20260105"]["status"] == "running"  # what a killed run leaves
+
+    r = _daily(cfg, data, serving, home, "20260105")
+    assert r.exit_code == 0, r.output
+    days = _ledger(home)
+    d5 = days["20260105"]
+    assert d5["status"] == "succeeded" and d5["pushed_version"] > pushed[-1]
+    assert _versions(serving) == pushed + [d5["pushed_version"]]
+    assert d5["window"] == ["20260103", "20260105"]  # the rejected day stays out of the window
+    assert d5["warm_started_from"] == models["20260103"] and not d5["masks_refreshed"]
+
+    # the history table and its plot
+    r = CliRunner().invoke(main, ["history", "--config", str(cfg), "--plot", str(tmp_path / "days.png")],
+                           env={"NCS_HOME": str(home)})
+    assert r.exit_code == 0, r.output
+    assert "20260104 rejected" in r.output and "searched" in r.output
+    assert (tmp_path / "days.png").stat().st_size > 0
+
+
+def _model_uri_of(home: Path, version: str) -> str:
+    """The Model artifact pushed as ``version`` (the PushedModel's lineage in MLMD)."""
+    from pipeline.runner import metadata_store
+
+    store = metadata_store(home / "metadata" / "ncs-ctr-cvr.sqlite")
+    for pm in store.get_artifacts_by_type("PushedModel"):
+        if pm.custom_properties["pushed_version"].string_value == version:
+            ex = [e.execution_id for e in store.get_events_by_artifact_ids([pm.id]) if e.type == e.OUTPUT][0]
+            ins = [e.artifact_id for e in store.get_events_by_execution_ids([ex]) if e.type == e.INPUT]
+            model_type = store.get_artifact_type("Model").id
+            return [a.uri for a in store.get_artifacts_by_id(ins) if a.type_id == model_type][0]
+    raise AssertionError(f"no push of version {version}")
+
+
+def test_kubeflow_daily_compile_imports_masks_and_writes_a_recurring_run(tmp_path):
+    cfg = _config(tmp_path)
+    out, rr = tmp_path / "kfp" / "daily.json", tmp_path / "kfp" / "recurring.json"
+    base = ["compile", "--config", str(cfg), "--image", "registry.example/ncs:1", "--out", str(out), "--daily"]
+    r = CliRunner().invoke(main, base)
+    assert r.exit_code != 0 and "--masks-uri" in r.output  # a sparse variant must say which masks to reuse
+    r = CliRunner().invoke(main, base + ["--masks-uri", "gs://bucket/ncs/MaskSearch/masks/7", "--recurring-run", str(rr),
+                                         "--cron", "0 30 2 * * *"])
+    assert r.exit_code == 0, r.output
+    dag = json.loads(out.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert {"masks_importer", "latest_blessed_model_resolver-model-resolver", "MaskedTrainer", "Evaluator", "Pusher"} <= set(dag)
+    assert "MaskSearch" not in dag
+    # the trainer warm-starts from the latest blessed model and trains with the imported masks
+    inputs = dag["MaskedTrainer"]["inputs"]["artifacts"]
+    assert inputs["base_model"]["taskOutputArtifact"]["producerTask"] == "latest_blessed_model_resolver-model-resolver"
+    assert inputs["masks"]["taskOutputArtifact"]["producerTask"] == "masks_importer"
+    text = out.read_text()
+    assert "gs://bucket/ncs/MaskSearch/masks/7" in text and "{YYYY}{MM}{DD}" in text
+    spec = json.loads(rr.read_text())
+    assert spec["trigger"]["cron_schedule"]["cron"] == "0 30 2 * * *"
+    assert spec["max_concurrency"] == "1" and spec["no_catchup"] is False
+    assert "root" in spec["pipeline_spec"]
+
+
+def test_daily_bad_input_is_named(tmp_path):
+    cfg = _config(tmp_path)
+    data, home = tmp_path / "logs", tmp_path / "home"
+    (data / "20260101").mkdir(parents=True)
+    r = _daily(cfg, data, tmp_path / "serving", home, "2026-01-01")
+    assert r.exit_code == 2 and "YYYYMMDD" in r.output
+    r = _daily(cfg, data, tmp_path / "serving", home, "20260101")  # a day folder without files
+    assert r.exit_code == 1 and "NO DATA" in r.output and "20260101/*.csv" in r.output, r.output
+    assert _ledger(home)["20260101"]["status"] == "no_data"
