@@ -18,7 +18,7 @@ OUT ?= .ncs/compare
 
 SERVING ?= serving_models/ctr_cvr
 
-.PHONY: install run compare test bench clean
+.PHONY: install run daily compare test bench bench-daily clean
 
 install: $(STAMP)
 
@@ -45,6 +45,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
+
+# One daily increment on 1M impressions (README "Daily increment benchmark"); ~40 min on 2 cores
+bench-daily: $(STAMP)
+	$(PY) benchmarks/daily_increment.py --rows 1000000 --setup-rows 200000
+
+# The daily increment for yesterday's folder under DATA (and any missed day), then the history table
+daily: $(STAMP)
+	$(NCS) daily --config configs/video.yaml --data $(DATA) --serving-dir $(SERVING)
+	$(NCS) history --config configs/video.yaml
 
 clean:
 	rm -rf .ncs .pytest_cache serving_models

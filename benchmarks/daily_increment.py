@@ -76,13 +76,15 @@ def run_measured(args: list[str], env: dict, log_path: Path) -> dict:
             if m:
                 now = time.perf_counter()
                 name, what = m.groups()
-                if what == "running":
-                    current.update(name=name, t=now)
-                else:
-                    c = comps.setdefault(name, {"seconds": 0.0, "peak_mib": 0.0})
-                    c["seconds"] += now - current["t"] if current["name"] == name else 0.0
-                    current.update(name="(between components)", t=now)
+                rss = _tree_rss(ps) / 2**20  # a sample at every transition too (components shorter than a tick)
+                for n in (name, current["name"]):
+                    c = comps.setdefault(n, {"seconds": 0.0, "peak_mib": 0.0})
+                    c["peak_mib"] = max(c["peak_mib"], rss)
+                # every second of the run is booked to what was running (or to the gaps between)
+                comps.setdefault(current["name"], {"seconds": 0.0, "peak_mib": 0.0})["seconds"] += now - current["t"]
+                current.update(name=name if what == "running" else "(between components)", t=now)
         proc.wait()
+        comps.setdefault(current["name"], {"seconds": 0.0, "peak_mib": 0.0})["seconds"] += time.perf_counter() - current["t"]
         stop.set()
         th.join()
     return {"exit_code": proc.returncode, "seconds": time.perf_counter() - t0, "peak_mib": peak_total["v"] / 2**20,
@@ -109,14 +111,22 @@ def compare_warm_vs_scratch(home: Path, config_path: str, out_dir: Path) -> dict
     examples = [a.uri for a in by_type["Examples"]]
     transform = by_type["TransformGraph"][0].uri
     masks = by_type["components.TaskMasks"][0].uri
-    base = by_type["Model"][0].uri
     ledger = DailyLedger(home, cfg.pipeline.name)
-    out = {"examples": examples, "masks": masks, "base_model": base, "days": sorted(ledger.records)}
+    out = {"examples": examples, "masks": masks, "days": {d: r.status for d, r in sorted(ledger.records.items())}}
+    if "Model" in by_type:
+        base = by_type["Model"][0].uri
+    else:  # the setup day's model was not blessed (tiny data): warm-start from it anyway, and say so
+        models = sorted(store.get_artifacts_by_type("Model"), key=lambda a: a.id)
+        base = models[-2].uri
+        out["note"] = "setup model not blessed; warm start from it anyway"
+    out["base_model"] = base
     for name, kwargs in (("warm start", dict(base_model_uri=base, epochs=cfg.daily.epochs)),
                          ("from scratch", dict(base_model_uri=None, epochs=None))):
+        model_dir, run_dir = out_dir / name.replace(" ", "_") / "model", out_dir / name.replace(" ", "_") / "run"
+        model_dir.mkdir(parents=True, exist_ok=True)  # TFX creates artifact folders; here we do
+        run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        summary = train_and_export(cfg, examples, transform, str(out_dir / name.replace(" ", "_") / "model"),
-                                   str(out_dir / name.replace(" ", "_") / "run"), masks, **kwargs)
+        summary = train_and_export(cfg, examples, transform, str(model_dir), str(run_dir), masks, **kwargs)
         out[name] = {"train_seconds": summary["train_seconds"], "total_seconds": time.perf_counter() - t0,
                      "train_rows": summary["train_rows"], "valid_metrics": summary["valid_metrics"],
                      "epochs": kwargs["epochs"] or (cfg.sparse.joint_epochs or cfg.training.epochs)}
@@ -167,7 +177,9 @@ def main(rows, setup_rows, config_path, out_dir, compare_only):
 def markdown(r: dict) -> str:
     inc = r["increment"]
     lines = ["| component | wall s | peak RSS of the process tree (MiB) |", "|---|---|---|"]
-    for name, c in inc["components"].items():
+    for name, c in sorted(inc["components"].items(), key=lambda kv: -kv[1]["seconds"]):
+        if c["seconds"] < 0.5 and not name.startswith("("):
+            continue  # resolvers, cached and instant steps
         lines.append(f"| {name} | {c['seconds']:.0f} | {c['peak_mib']:.0f} |")
     lines.append(f"| **whole `ncs daily`** | **{inc['seconds']:.0f}** | **{inc['peak_mib']:.0f}** |")
     wv = r["warm_vs_scratch"]

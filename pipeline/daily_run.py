@@ -265,7 +265,7 @@ def run_day(opts: DailyOptions, ledger: DailyLedger, day: str) -> DayRecord:
     else:
         refresh, reason = False, f"variant {config.model.variant} has no masks"
     before = max_artifact_id(paths)
-    log(f"[{day}] training on the last {config.daily.window_days} validated day(s), warm start from the latest blessed model")
+    log(f"[{day}] training on the last {config.daily.window_days} validated day(s), warm start from the latest blessed model (if any)")
     failed = None
     try:
         run_local(config, opts.data_root, paths, opts.schema_path, opts.beam_args,
