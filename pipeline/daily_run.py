@@ -113,7 +113,7 @@ def latest_masks_uri(paths: LocalPaths) -> str | None:
     return max(arts, key=lambda a: a.id).uri if arts else None
 
 
-def trained_window(paths: LocalPaths, since_id: int) -> list[str]:
+def trained_window(paths: LocalPaths) -> list[str]:
     """Days (YYYYMMDD) of the Examples the run's Transform read."""
     from ml_metadata.proto import metadata_store_pb2
 
@@ -294,7 +294,7 @@ def run_day(opts: DailyOptions, ledger: DailyLedger, day: str) -> DayRecord:
         error=f"{type(failed).__name__}: {failed}" if failed else "",
         blessed=summary.get("validation_ok"),
         statistics_uri=stats_uri,
-        window=trained_window(paths, before),
+        window=trained_window(paths),
         warm_started_from=model.get("warm_started_from"),
         seconds=time.perf_counter() - t0,
     )
