@@ -201,7 +201,9 @@ def decide(opts: DailyOptions, ledger: DailyLedger, day: str, stats_uri: str | N
             f.source for f in config.features if isinstance(f, CategoricalFeature) and f.shared_embedding is None
         ]
         new, ref = _train_stats(stats_uri), _train_stats(rec.statistics_uri)
-        vocab_growth = vocabulary_growth(unique_counts(ref, columns), unique_counts(new, columns))
+        # growth only of vocabulary tables: a hashed table (hash_buckets) has a fixed size whatever comes
+        vocab_cols = [f.source for f in config.features if getattr(f, "vocab_size", None) is not None and f.source in columns]
+        vocab_growth = vocabulary_growth(unique_counts(ref, vocab_cols), unique_counts(new, vocab_cols))
         if opts.schema_path:
             import tensorflow_data_validation as tfdv
 
