@@ -61,3 +61,35 @@ def test_no_masks_yet_means_a_first_search(tmp_path, monkeypatch):
     monkeypatch.setattr(daily_run, "latest_masks_uri", lambda paths: None)
     refresh, why, _ = decide(opts, DailyLedger(tmp_path / "h", cfg.pipeline.name), "20260101", None)
     assert refresh and "first mask search" in why
+
+
+def _stats_dir(path, frame):
+    import tensorflow_data_validation as tfdv
+
+    (path / "Split-train").mkdir(parents=True)
+    (path / "Split-train" / "FeatureStats.pb").write_bytes(tfdv.generate_statistics_from_dataframe(frame).SerializeToString())
+    return str(path)
+
+
+def test_growth_of_a_vocabulary_column_triggers_a_refresh_but_a_hashed_column_does_not(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from pipeline.daily import DayRecord
+
+    cfg, opts = _opts(tmp_path, "refresh")
+    assert cfg.daily.refresh.max_vocab_growth == 0.2
+    monkeypatch.setattr(daily_run, "latest_masks_uri", lambda paths: "/masks/1")
+    monkeypatch.setattr(daily_run, "check_masks", lambda config, uri: None)
+    ledger = DailyLedger(tmp_path / "h", cfg.pipeline.name)
+    n = 400
+    ref = pd.DataFrame({"user_id": [f"u{i % 100}" for i in range(n)], "video_id": [f"v{i % 50}" for i in range(n)]})
+    ledger.record(DayRecord("20260101", "succeeded", masks_uri="/masks/1", masks_refreshed=True,
+                            statistics_uri=_stats_dir(tmp_path / "s1", ref)))
+    # 3x the users (user_id is hashed: bounded table) and 4% more videos: masks kept
+    more_users = pd.DataFrame({"user_id": [f"u{i % 300}" for i in range(n)], "video_id": [f"v{i % 52}" for i in range(n)]})
+    refresh, why, reuse = decide(opts, ledger, "20260102", _stats_dir(tmp_path / "s2", more_users))
+    assert not refresh and reuse == "/masks/1" and "video_id" in why, why
+    # 60% more videos: new masks
+    more_videos = pd.DataFrame({"user_id": [f"u{i % 100}" for i in range(n)], "video_id": [f"v{i % 80}" for i in range(n)]})
+    refresh, why, _ = decide(opts, ledger, "20260102", _stats_dir(tmp_path / "s3", more_videos))
+    assert refresh and "vocabulary growth 60% in 'video_id'" in why, why
