@@ -343,6 +343,10 @@ def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, sch
             bad.append(r)
             what = {"rejected": "REJECTED by data validation", "no_data": "NO DATA", "failed": "FAILED"}.get(r.status, r.status)
             click.echo(f"{r.day}: {what}; nothing pushed, the served version stays\n  {r.error}")
+    from pipeline.daily import DailyLedger
+    from pipeline.daily_run import format_history
+
+    click.echo("\n" + format_history(DailyLedger(paths.home, cfg.pipeline.name), cfg))
     if bad:
         raise click.ClickException(f"{len(bad)} of {len(records)} day(s) did not succeed: {', '.join(r.day + ' ' + r.status for r in bad)}")
 
