@@ -201,9 +201,11 @@ def decide(opts: DailyOptions, ledger: DailyLedger, day: str, stats_uri: str | N
             f.source for f in config.features if isinstance(f, CategoricalFeature) and f.shared_embedding is None
         ]
         new, ref = _train_stats(stats_uri), _train_stats(rec.statistics_uri)
-        # growth only of vocabulary tables: a hashed table (hash_buckets) has a fixed size whatever comes
-        vocab_cols = [f.source for f in config.features if getattr(f, "vocab_size", None) is not None and f.source in columns]
-        vocab_growth = vocabulary_growth(unique_counts(ref, vocab_cols), unique_counts(new, vocab_cols))
+        # growth of the vocabulary *tables*: a hashed column's table has a fixed size, and a table
+        # keeps the top vocab_size tokens, so distinct values beyond that cannot grow it
+        caps = {f.source: f.vocab_size for f in config.features if getattr(f, "vocab_size", None) is not None and f.source in columns}
+        sizes = [{c: min(n, caps[c]) for c, n in unique_counts(s, list(caps)).items()} for s in (ref, new)]
+        vocab_growth = vocabulary_growth(*sizes)
         if opts.schema_path:
             import tensorflow_data_validation as tfdv
 

@@ -277,9 +277,11 @@ def create_pipeline(
         config_json=config_json,
     )
     if daily:
-        # warm start from yesterday's blessed model, a short increment, and why the masks are what they are
-        trainer_inputs.update(base_model=model_resolver.outputs["model"], epochs=config.daily.epochs,
-                              masks_decision=daily.masks_decision)
+        trainer_inputs["masks_decision"] = daily.masks_decision
+        if not (daily.refresh_masks and config.model.variant in SPARSE_VARIANTS):
+            # warm start from yesterday's blessed model and a short increment; after a new mask
+            # search, joint training starts from the search's θ (the masks' rewind point) instead
+            trainer_inputs.update(base_model=model_resolver.outputs["model"], epochs=config.daily.epochs)
     if config.model.variant in SPARSE_VARIANTS:
         if daily is None or daily.refresh_masks:
             masks_node = MaskSearch(

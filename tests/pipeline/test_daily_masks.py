@@ -93,3 +93,22 @@ def test_growth_of_a_vocabulary_column_triggers_a_refresh_but_a_hashed_column_do
     more_videos = pd.DataFrame({"user_id": [f"u{i % 100}" for i in range(n)], "video_id": [f"v{i % 80}" for i in range(n)]})
     refresh, why, _ = decide(opts, ledger, "20260102", _stats_dir(tmp_path / "s3", more_videos))
     assert refresh and "vocabulary growth 60% in 'video_id'" in why, why
+
+
+def test_vocabulary_growth_is_capped_at_the_table_size(tmp_path, monkeypatch):
+    """Beyond vocab_size distinct values the table is full either way: no growth (e.g. a bigger day)."""
+    import pandas as pd
+
+    from pipeline.daily import DayRecord
+
+    cfg, opts = _opts(tmp_path, "refresh")
+    cap = next(f.vocab_size for f in cfg.features if f.name == "page")
+    monkeypatch.setattr(daily_run, "latest_masks_uri", lambda paths: "/masks/1")
+    monkeypatch.setattr(daily_run, "check_masks", lambda config, uri: None)
+    ledger = DailyLedger(tmp_path / "h", cfg.pipeline.name)
+    ref = pd.DataFrame({"page": [f"p{i % (cap + 2)}" for i in range(200)]})
+    ledger.record(DayRecord("20260101", "succeeded", masks_uri="/masks/1", masks_refreshed=True,
+                            statistics_uri=_stats_dir(tmp_path / "s1", ref)))
+    bigger = pd.DataFrame({"page": [f"p{i % (3 * cap)}" for i in range(2000)]})
+    refresh, why, _ = decide(opts, ledger, "20260102", _stats_dir(tmp_path / "s2", bigger))
+    assert not refresh and "growth 0% (page)" in why, why
