@@ -293,8 +293,9 @@ def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, sch
     the served model stays) -> mask decision (reuse, or search again when asked, every
     daily.refresh.every_days, on vocabulary growth, TFDV drift vs the masks' day, a sustained
     metric drop, or unusable masks) -> Transform on the last daily.window_days validated days
-    -> MaskedTrainer warm-started from the latest blessed model (daily.epochs) -> Evaluator vs
-    that model -> smoke check -> atomic push of a new version.
+    -> MaskedTrainer warm-started from the latest blessed model for daily.epochs (reused masks;
+    after a new search: from the search's θ) -> Evaluator vs that model -> smoke check ->
+    atomic push of a new version.
 
     \b
     Safe to re-run: a day that already succeeded is a no-op; a second run of the pipeline
