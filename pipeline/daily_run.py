@@ -116,6 +116,7 @@ def latest_masks_uri(paths: LocalPaths) -> str | None:
 def trained_window(paths: LocalPaths) -> list[str]:
     """Days (YYYYMMDD) of the Examples the run's Transform read."""
     from ml_metadata.proto import metadata_store_pb2
+    from tfx.components.example_gen.utils import span_number_to_date
 
     store = _store(paths)
     if store is None:
@@ -132,7 +133,7 @@ def trained_window(paths: LocalPaths) -> list[str]:
     for a in store.get_artifacts_by_id(inputs):
         span = _span_of(a)
         if a.type_id == examples_type and span is not None:
-            out.append((dt.date(1970, 1, 1) + dt.timedelta(days=span)).strftime("%Y%m%d"))
+            out.append("%04d%02d%02d" % span_number_to_date(span))
     return sorted(set(out))
 
 

@@ -149,8 +149,10 @@ class DailyRun:
     def span(self) -> int | None:
         if self.day is None:
             return None
+        from tfx.components.example_gen.utils import date_to_span_number  # ExampleGen's {YYYY}{MM}{DD} span
+
         d = dt.datetime.strptime(self.day, "%Y%m%d").date()
-        return (d - dt.date(1970, 1, 1)).days  # ExampleGen's {YYYY}{MM}{DD} span number
+        return date_to_span_number(d.year, d.month, d.day)
 
 
 def _example_gen(config: ProjectConfig, data_root: str, daily: DailyRun | None = None):
