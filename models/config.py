@@ -244,7 +244,11 @@ class SplitConfig(_Strict):
 
     ``day``: day folders ``YYYYMMDD``; the last ``test_days`` are test, the
     ``valid_days`` before them validation, the rest training. ``hash``: a
-    deterministic hash of ``hash_key`` (for a single file).
+    deterministic hash of ``hash_key`` (e.g. a user id: all of a user's rows
+    land in one split). Data without day folders (a single file, a flat folder)
+    is split by a hash even under ``by: day``: of ``hash_key`` when given, else
+    of each row's position (a row-level split). ``valid_fraction`` and
+    ``test_fraction`` are the hashed shares of validation and test.
     """
 
     by: Literal["day", "hash"] = "day"
@@ -435,10 +439,16 @@ class ProjectConfig(_Strict):
         for task in self.pipeline.thresholds:
             if task not in tnames:
                 raise ValueError(f"pipeline.thresholds.{task}: unknown task (tasks are {tnames})")
-        if self.dataset.split.by == "hash":
-            hk = self.dataset.split.hash_key
-            if hk is None or hk not in cols:
-                raise ValueError(f"dataset.split.hash_key: {hk!r} must name a column when split.by is 'hash'")
+        sc = self.dataset.split
+        if sc.by == "hash" and sc.hash_key is None:
+            raise ValueError("dataset.split.hash_key: missing; it must name a column when split.by is 'hash'")
+        if sc.hash_key is not None and sc.hash_key not in cols:
+            raise ValueError(f"dataset.split.hash_key: column {sc.hash_key!r} is not in dataset.columns")
+        if sc.valid_fraction + sc.test_fraction >= 1:
+            raise ValueError(
+                f"dataset.split: valid_fraction + test_fraction = {sc.valid_fraction + sc.test_fraction:g} "
+                "leaves no rows for training (must be < 1)"
+            )
         return self
 
     # ---- convenience
@@ -509,15 +519,38 @@ def parse_config(data: dict, source: str = "<dict>") -> ProjectConfig:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path) -> ProjectConfig:
-    """Load and validate a YAML config; raises :class:`ConfigError` naming the bad key."""
+def read_config_data(path: str | Path) -> dict:
+    """The YAML mapping of a config file, unvalidated.
+
+    Raises :class:`ConfigError` naming the file (and the line and column where known) for a
+    missing or unreadable file, text that is not UTF-8, invalid YAML or a top level that is
+    not a mapping.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        col = len(raw[raw.rfind(b"\n", 0, err.start) + 1 : err.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"invalid config {path}: line {line}, column {col}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML in {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {path}: top level must be a mapping")
-    return parse_config(data, str(path))
+    return data
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Load and validate a YAML config; raises :class:`ConfigError` naming the bad key."""
+    return parse_config(read_config_data(path), str(Path(path)))

@@ -28,15 +28,13 @@ def _load(config_path, overrides=()):
     """Load a config and apply ``--set section.key=value`` overrides (values parsed as YAML)."""
     import yaml
 
-    from models.config import ConfigError, parse_config
+    from models.config import ConfigError, parse_config, read_config_data
 
     path = Path(config_path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise click.ClickException(f"invalid YAML in {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise click.ClickException(f"invalid config {path}: top level must be a mapping")
+        data = read_config_data(path)  # names the file (and line) for unreadable, non-UTF-8 or invalid YAML
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -240,7 +238,7 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
         from pipeline.preflight import CsvLayoutError, check_csv_logs
 
         try:
-            n = check_csv_logs(data_root, cfg)
+            n = check_csv_logs(data_root, cfg, warn=lambda m: click.echo(f"warning: {m}", err=True))
         except CsvLayoutError as err:
             raise click.ClickException(f"{err}\nnothing was run; served versions under {paths.serving_dir} are unchanged") from None
         click.echo(f"pre-flight: {n} CSV rows, layout ok")

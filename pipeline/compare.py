@@ -45,9 +45,19 @@ class SplitError(ValueError):
 
 
 def split_frame(frame: pd.DataFrame, config: ProjectConfig) -> dict[str, pd.DataFrame]:
-    """``{"train", "valid", "test"}`` frames, by day folders or by a hash of a key column."""
+    """``{"train", "valid", "test"}`` frames, by day folders or by a deterministic hash.
+
+    ``split.by: day`` on day folders: the last ``test_days`` are test, the ``valid_days``
+    before them validation. Otherwise (``by: hash``, or data without day folders such as a
+    single file) a hash decides: of ``split.hash_key`` when set (md5 of its value), else of
+    the row's position in the data read (a row-level split). Data without day folders under
+    ``by: day`` is announced with a warning naming the hash used; an empty split raises
+    :class:`SplitError` naming how the rows were split.
+    """
+    import warnings
+
     sc = config.dataset.split
-    days = sorted(d for d in frame["day"].unique() if d)
+    days = sorted(d for d in frame["day"].unique() if d) if "day" in frame.columns else []
     if sc.by == "day" and days:
         need = sc.valid_days + sc.test_days + 1
         if len(days) < need:
@@ -58,14 +68,43 @@ def split_frame(frame: pd.DataFrame, config: ProjectConfig) -> dict[str, pd.Data
         test_days = days[-sc.test_days :]
         valid_days = days[-(sc.test_days + sc.valid_days) : -sc.test_days]
         part = np.where(frame["day"].isin(test_days), "test", np.where(frame["day"].isin(valid_days), "valid", "train"))
+        how = f"day folders (test {test_days}, valid {valid_days})"
+        hint = ""
     else:
-        key = sc.hash_key or config.dataset.group_key or config.required_columns[0]
-        # md5 of the key: stable across processes and machines (Python's hash() is salted)
-        u = np.array(
-            [int(hashlib.md5(str(v).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for v in frame[key].to_numpy()]
-        )
+        if sc.hash_key:
+            key = sc.hash_key
+            if key not in frame.columns:
+                raise SplitError(f"dataset.split.hash_key: column {key!r} is not in the data read (columns: {list(frame.columns)})")
+            values = frame[key].to_numpy()
+            # md5 of the key: stable across processes and machines (Python's hash() is salted)
+            u = np.array([int(hashlib.md5(str(v).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for v in values])
+            how = f"a hash of dataset.split.hash_key {key!r} ({len(pd.unique(values))} distinct values)"
+            hint = "; hash a column with many distinct values, or drop split.hash_key for a row-level split"
+        else:
+            # splitmix64 of the row's position: deterministic, uniform, independent of the values
+            with np.errstate(over="ignore"):
+                z = np.arange(len(frame), dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+                z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+                z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+                z = z ^ (z >> np.uint64(31))
+            u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+            how = "a row-level hash (each row's position; no dataset.split.hash_key)"
+            hint = "; more rows are needed"
+        if sc.by == "day":
+            warnings.warn(
+                f"dataset.split.by is 'day' but the data has no YYYYMMDD day folders: splitting by {how}, "
+                f"valid {sc.valid_fraction:g}, test {sc.test_fraction:g} (set dataset.split to choose)",
+                stacklevel=2,
+            )
         part = np.where(u < sc.test_fraction, "test", np.where(u < sc.test_fraction + sc.valid_fraction, "valid", "train"))
-    return {name: frame[part == name].reset_index(drop=True) for name in ("train", "valid", "test")}
+    out = {name: frame[part == name].reset_index(drop=True) for name in ("train", "valid", "test")}
+    empty = [name for name, f in out.items() if len(f) == 0]
+    if empty:
+        raise SplitError(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty after splitting "
+            f"{len(frame)} rows by {how}{hint}"
+        )
+    return out
 
 
 def run_compare(
