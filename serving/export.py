@@ -14,21 +14,21 @@ Signatures (all return float32 ``[B]`` tensors):
 ``rank_score = p_ctr^a * p_cvr^b * length^c`` with ``a, b, c`` and the tasks from the
 config's ``ranking`` section (defaults 1). The project config, the masks analytics (for
 sparse variants) and the raw feature spec are stored under ``assets.extra/ncs/`` (TF
-Serving ignores that folder).
+Serving ignores that folder). ``raw_features.json`` holds, per raw column a request carries,
+its dtype, shape and the domain the schema gives it (numeric min/max, string values with the
+schema's tolerance for values outside them); ``ncs serve`` answers 400 for a value outside.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import tensorflow as tf
 
 from models.config import ProjectConfig
 from models.features import raw_columns
-
-ASSETS_EXTRA = os.path.join("assets.extra", "ncs")
+from serving.validation import ASSETS_EXTRA, raw_features_json  # noqa: F401 - ASSETS_EXTRA is imported from here
 
 
 def serving_columns(config: ProjectConfig) -> list[str]:
@@ -110,6 +110,14 @@ class ServingModule(tf.Module):
         }
 
 
+def _raw_schema(tft_output):
+    """The schema the raw data was validated against (domains; ``None`` when unavailable)."""
+    try:
+        return tft_output.raw_metadata.schema
+    except Exception:  # noqa: BLE001 - an output without metadata: store dtypes and shapes only
+        return None
+
+
 def export_serving_model(model, tft_output, config: ProjectConfig, export_dir: str | Path, extra_files: dict | None = None) -> Path:
     """Write the SavedModel to ``export_dir`` with the three signatures and ``assets.extra/ncs/``."""
     export_dir = Path(export_dir)
@@ -118,7 +126,7 @@ def export_serving_model(model, tft_output, config: ProjectConfig, export_dir: s
     extra = export_dir / ASSETS_EXTRA
     extra.mkdir(parents=True, exist_ok=True)
     (extra / "config.json").write_text(config.model_dump_json(indent=1))
-    raw = {k: {"dtype": v.dtype.name, "shape": list(getattr(v, "shape", []) or [])} for k, v in module._serving_spec.items()}
+    raw = raw_features_json(module._serving_spec, _raw_schema(tft_output))
     (extra / "raw_features.json").write_text(json.dumps(raw, indent=1))
     for name, content in (extra_files or {}).items():
         path = extra / name

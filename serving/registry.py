@@ -46,43 +46,71 @@ class LoadedVersion:
     loaded: object  # the tf.saved_model.load result (kept alive: signatures reference it)
     signatures: dict
     signature_defs: dict  # name -> SignatureDef proto (for metadata)
+    rules: dict = dataclasses.field(default_factory=dict)  # raw feature -> serving.validation.FeatureRule
 
     def input_specs(self, signature: str) -> dict:
         return dict(self.signatures[signature].structured_input_signature[1])
 
-    def run(self, signature: str, inputs: dict, max_batch: int) -> dict[str, np.ndarray]:
-        """Validate ``inputs`` (name -> array-like) against the signature and call it."""
+    def examples_input(self, signature: str) -> str | None:
+        """The input name when ``signature`` takes one batch of serialized tf.Examples."""
+        specs = self.input_specs(signature)
+        if len(specs) == 1:
+            (name, spec), = specs.items()
+            if name == "examples" and spec.dtype.name == "string":
+                return name
+        return None
+
+    def run(self, signature: str, inputs: dict, max_batch: int, at=None, root: str = "inputs") -> dict[str, np.ndarray]:
+        """Validate ``inputs`` (name -> array) against the signature and the model's rules, then call it.
+
+        ``at(name, i)`` names row ``i`` of input ``name`` in errors, ``root`` the request's inputs.
+        """
         import tensorflow as tf
 
+        from serving.validation import check_examples, check_rule, locate_bad_example, tf_error_summary
+
+        at = at or (lambda name, i: f"{root}[\"{name}\"][{i}]")
         if signature not in self.signatures:
-            raise invalid(f"Serving signature name: \"{signature}\" not found in signature def (have {sorted(self.signatures)})")
+            raise invalid(f"signature_name: \"{signature}\" not found in signature def (have {sorted(self.signatures)})")
         specs = self.input_specs(signature)
         missing = sorted(set(specs) - set(inputs))
         if missing:
-            raise invalid(f"Missing input(s) {missing} for signature \"{signature}\" (expects {sorted(specs)})")
+            raise invalid(f"{root}: missing input(s) {missing} for signature \"{signature}\" (expects {sorted(specs)})")
         extra = sorted(set(inputs) - set(specs))
         if extra:
-            raise invalid(f"Unknown input(s) {extra} for signature \"{signature}\" (expects {sorted(specs)})")
-        tensors, batch = {}, None
-        for name, spec in specs.items():
-            value = inputs[name]
+            raise invalid(f"{root}: unknown input(s) {extra} for signature \"{signature}\" (expects {sorted(specs)})")
+        tensors, batch, first = {}, None, None
+        for name, spec in sorted(specs.items()):
+            value = np.asarray(inputs[name], dtype=object) if isinstance(inputs[name], list) and spec.dtype == tf.string else inputs[name]
             try:
                 t = tf.constant(value, dtype=spec.dtype)
-            except (TypeError, ValueError) as err:
-                raise invalid(f"input \"{name}\": expects dtype {spec.dtype.name}: {str(err).splitlines()[0]}") from None
+            except (TypeError, ValueError, OverflowError) as err:
+                raise invalid(f"{root}[\"{name}\"]: expects dtype {spec.dtype.name}: {str(err).splitlines()[0][:200]}") from None
             if not spec.shape.is_compatible_with(t.shape):
-                raise invalid(f"input \"{name}\": shape {t.shape.as_list()} is not compatible with {spec.shape.as_list()}")
+                raise invalid(f"{root}[\"{name}\"]: shape {t.shape.as_list()} is not compatible with {spec.shape.as_list()}")
             n = int(t.shape[0]) if t.shape.rank else 1
             if batch is not None and n != batch:
-                raise invalid(f"input \"{name}\": batch size {n} differs from the other inputs' {batch}")
-            batch = n
+                raise invalid(f"{root}[\"{name}\"]: batch size {n} differs from {root}[\"{first}\"]'s {batch}")
+            batch, first = n, name
             tensors[name] = t
         if batch is not None and batch > max_batch:
-            raise invalid(f"batch of {batch} rows exceeds the limit of {max_batch}")
+            raise invalid(f"{root}: batch of {batch} rows exceeds the limit of {max_batch} (--max-batch)")
+        examples = self.examples_input(signature)
+        if self.rules:
+            if examples:
+                check_examples(tensors[examples].numpy(), self.rules, lambda i: at(examples, i))
+            for name, t in tensors.items():
+                rule = self.rules.get(name)
+                if rule is not None and t.shape.rank:
+                    arr = t.numpy()
+                    per = max(1, int(np.prod(arr.shape[1:])))
+                    check_rule(rule, arr.reshape(-1), np.repeat(np.arange(arr.shape[0]), per), lambda i, n=name: at(n, i))
         try:
             out = self.signatures[signature](**tensors)
-        except tf.errors.InvalidArgumentError as err:
-            raise invalid(err.message.splitlines()[0]) from None
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as err:
+            if examples:
+                locate_bad_example(tensors[examples].numpy(), self.rules, lambda i: at(examples, i))
+            raise invalid(f"{root}: the model rejected the request: {tf_error_summary(err)}") from None
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -112,26 +140,34 @@ class ModelRegistry:
         self._latest: LoadedVersion | None = None
         self._seen: dict[int, tuple] = {}  # version -> listing at the previous poll
         self._failed: dict[int, tuple] = {}  # version -> listing that failed to load
+        self._errors: dict[int, str] = {}  # version -> why it failed to load
+        self.polls = 0  # completed polls (tests wait on this, not on the clock)
         self._lock = threading.Lock()  # serializes polls, not requests
 
     # ---- lookups (lock-free: one reference read)
     def get(self, name: str, version: int | None = None) -> LoadedVersion:
         if name != self.model_name:
-            raise not_found(f"Servable not found for request: Latest({name})")
+            raise not_found(f"model \"{name}\": Servable not found for request: Latest({name}) (this server serves \"{self.model_name}\")")
         if version is None:
             current = self._latest
             if current is None:
-                raise ServingError("UNAVAILABLE", f"no version of {name} is loaded yet")
+                raise ServingError("UNAVAILABLE", f"model \"{name}\": no version is loaded yet")
             return current
         loaded = self._versions.get(int(version))
         if loaded is None:
-            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            raise not_found(f"version {version}: Servable not found for request: Specific({name}, {version}) "
+                            f"(loaded: {sorted(self._versions)})")
         return loaded
 
     @property
     def latest(self) -> LoadedVersion | None:
         """The version new requests get (None until one loaded)."""
         return self._latest
+
+    @property
+    def failed_versions(self) -> dict[int, str]:
+        """Versions that failed to load (and are skipped until their files change) -> the error."""
+        return {v: self._errors[v] for v in self._failed if v in self._errors}
 
     def status(self) -> list[dict]:
         return [
@@ -148,40 +184,50 @@ class ModelRegistry:
     def poll(self) -> int | None:
         """Load the newest complete, not-yet-loaded version; return it if a swap happened."""
         with self._lock:
-            for version in reversed(self.candidates()):
-                if version in self._versions:
-                    return None  # the newest loadable version is already live
-                path = self.base_path / str(version)
-                listing = _listing(path)
-                complete = (path / "saved_model.pb").exists() and (path / "variables" / "variables.index").exists()
-                stable = self._seen.get(version) == listing
-                self._seen[version] = listing
-                if self._failed.get(version) == listing:
-                    continue  # broken and unchanged: fall back to older versions
-                if not complete or not stable:
-                    continue  # still being written; look again at the next poll
-                try:
-                    loaded = self._load(version, path)
-                except Exception as err:  # noqa: BLE001 - any load failure keeps the old version live
-                    self._failed[version] = listing
-                    log.error("version %s of %s at %s failed to load, skipped: %s", version, self.model_name, path,
-                              str(err).splitlines()[0] if str(err) else type(err).__name__)
-                    continue
-                if self._latest is not None and version < self._latest.version:
-                    return None  # never go back to an older version
-                self._versions[version] = loaded
-                self._latest = loaded  # the atomic swap
-                for old in sorted(self._versions)[: -self.keep_versions]:
-                    del self._versions[old]
-                log.info("serving %s version %s from %s", self.model_name, version, path)
-                return version
-            return None
+            try:
+                return self._poll()
+            finally:
+                self.polls += 1
+
+    def _poll(self) -> int | None:
+        """One poll (the caller holds the lock)."""
+        for version in reversed(self.candidates()):
+            if version in self._versions:
+                return None  # the newest loadable version is already live
+            path = self.base_path / str(version)
+            listing = _listing(path)
+            complete = (path / "saved_model.pb").exists() and (path / "variables" / "variables.index").exists()
+            stable = self._seen.get(version) == listing
+            self._seen[version] = listing
+            if self._failed.get(version) == listing:
+                continue  # broken and unchanged: fall back to older versions
+            if not complete or not stable:
+                continue  # still being written; look again at the next poll
+            try:
+                loaded = self._load(version, path)
+            except Exception as err:  # noqa: BLE001 - any load failure keeps the old version live
+                self._failed[version] = listing
+                self._errors[version] = str(err).splitlines()[0] if str(err) else type(err).__name__
+                log.error("version %s of %s at %s failed to load, skipped: %s", version, self.model_name, path,
+                          self._errors[version])
+                continue
+            if self._latest is not None and version < self._latest.version:
+                return None  # never go back to an older version
+            self._versions[version] = loaded
+            self._latest = loaded  # the atomic swap
+            for old in sorted(self._versions)[: -self.keep_versions]:
+                del self._versions[old]
+            log.info("serving %s version %s from %s", self.model_name, version, path)
+            return version
+        return None
 
     def _load(self, version: int, path: Path) -> LoadedVersion:
         import tensorflow as tf
+
+        from serving.validation import load_rules
 
         loaded = tf.saved_model.load(str(path))
         sigs = dict(loaded.signatures)
         if not sigs:
             raise ValueError("SavedModel has no signatures")
-        return LoadedVersion(version, path, loaded, sigs, _signature_defs(path))
+        return LoadedVersion(version, path, loaded, sigs, _signature_defs(path), load_rules(path))

@@ -6,7 +6,6 @@ The SavedModels here are tiny stand-ins with the pipeline's signature contract
 """
 
 import json
-import shutil
 import threading
 import time
 
@@ -19,51 +18,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from serving.client import GrpcClient, PredictionError, RestClient, serialize_examples
 from serving.server import DevServer
-
-SPEC = {"watch": tf.io.FixedLenFeature([], tf.float32), "page": tf.io.FixedLenFeature([], tf.string),
-        "duration": tf.io.FixedLenFeature([], tf.int64)}
-
-
-class _Toy(tf.Module):
-    def __init__(self, scale: float):
-        super().__init__()
-        self.scale = tf.Variable(scale)
-
-    def _out(self, watch, page, duration):
-        bonus = tf.where(page == b"search", 0.5, 0.0)
-        ctr = tf.sigmoid(self.scale * watch + bonus)
-        cvr = tf.sigmoid(-self.scale * watch)
-        return {"ctr": ctr, "cvr": cvr, "rank_score": ctr * cvr * tf.cast(duration, tf.float32)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve(self, examples):
-        f = tf.io.parse_example(examples, SPEC)
-        return self._out(f["watch"], f["page"], f["duration"])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="watch"), tf.TensorSpec([None], tf.string, name="page"),
-                                  tf.TensorSpec([None], tf.int64, name="duration")])
-    def raw(self, watch, page, duration):
-        return self._out(watch, page, duration)
-
-
-def write_version(base, version: int, scale: float):
-    m = _Toy(scale)
-    path = base / str(version)
-    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve, "serving_raw": m.raw})
-    return path
-
-
-ROWS = [{"watch": 0.1 * i, "page": "search" if i % 3 == 0 else "home", "duration": 30 + i} for i in range(12)]
-
-
-@pytest.fixture
-def server(tmp_path):
-    base = tmp_path / "models"
-    write_version(base, 1, 1.0)
-    srv = DevServer(str(base), "ctr_cvr", rest_port=0, grpc_port=0, poll_seconds=0.2, max_batch=100).start(wait_for_model=10)
-    yield srv, base
-    srv.stop()
-
+from tests.serving.conftest import ROWS, install
 
 def test_rest_grpc_and_direct_call_agree(server):
     srv, base = server
@@ -136,14 +91,11 @@ def test_bad_requests_get_tf_serving_codes_and_the_server_keeps_serving(server):
     with pytest.raises(grpc.RpcError) as e:
         stub.Predict(req, timeout=10)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(PredictionError) as pe:  # the client does not retry a bad request
-        GrpcClient(f"127.0.0.1:{srv.grpc_port}", "ctr_cvr", retries=5, backoff=10).predict({"watch": np.array([1.0], np.float32)}, "serving_raw")
-    assert pe.value.code == "INVALID_ARGUMENT"
     # still serving
     assert "ctr" in RestClient(f"http://127.0.0.1:{srv.rest_port}", "ctr_cvr").predict_examples(serialize_examples(ROWS[:2]))
 
 
-def test_new_version_is_picked_up_under_load_with_zero_failures(server, tmp_path):
+def test_new_version_is_picked_up_under_load_with_zero_failures(server, toy_models):
     srv, base = server
     client = RestClient(f"http://127.0.0.1:{srv.rest_port}", "ctr_cvr", retries=0)
     examples = serialize_examples(ROWS[:4])
@@ -162,14 +114,9 @@ def test_new_version_is_picked_up_under_load_with_zero_failures(server, tmp_path
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    # a half-written version: the SavedModel proto without its variables is never loaded
-    staging = write_version(tmp_path / "staging", 2, 3.0)
-    (base / "2").mkdir()
-    shutil.copy(staging / "saved_model.pb", base / "2" / "saved_model.pb")
-    time.sleep(1.0)
-    assert srv.registry.get("ctr_cvr").version == 1
-    shutil.copytree(staging / "variables", base / "2" / "variables")
-    (base / "2" / "assets").mkdir(exist_ok=True)
+    # version 2 appears file by file, as a copy into the base folder does (the registry tests check
+    # that a complete but still-changing copy is not loaded; here: the swap under load)
+    install(toy_models, base, 2, "v2")
     deadline = time.time() + 20
     while srv.registry.get("ctr_cvr").version != 2 and time.time() < deadline:
         time.sleep(0.1)
@@ -180,16 +127,25 @@ def test_new_version_is_picked_up_under_load_with_zero_failures(server, tmp_path
     assert srv.registry.get("ctr_cvr").version == 2
     assert failures == [] and seen == {"v1", "v2"}
 
-    # a corrupt version is skipped with a logged error; version 2 stays live
+    # a corrupt version is skipped with a logged error; version 2 stays live. Wait for the poller
+    # to have tried (and failed) to load it, not for the clock.
     (base / "3" / "variables").mkdir(parents=True)
     (base / "3" / "saved_model.pb").write_bytes(b"garbage")
     (base / "3" / "variables" / "variables.index").write_bytes(b"garbage")
-    time.sleep(1.5)
-    assert srv.registry.get("ctr_cvr").version == 2
+    deadline = time.time() + 20
+    while 3 not in srv.registry.failed_versions and time.time() < deadline:
+        time.sleep(0.05)
+    assert 3 in srv.registry.failed_versions, "the poller never tried version 3"
+    polls = srv.registry.polls
+    while srv.registry.polls < polls + 2 and time.time() < deadline:  # and it stays skipped on later polls
+        time.sleep(0.05)
+    assert srv.registry.polls >= polls + 2
+    assert srv.registry.get("ctr_cvr").version == 2 and 3 in srv.registry.failed_versions
+    assert [s["version"] for s in srv.registry.status()] == ["2", "1"]
     assert not np.allclose(client.predict_examples(examples)["ctr"], v1)
 
 
-def test_client_retries_only_while_unavailable(tmp_path):
+def test_client_retries_only_while_unavailable(tmp_path, toy_models):
     base = tmp_path / "models"
     base.mkdir()
     srv = DevServer(str(base), "ctr_cvr", rest_port=0, grpc_port=0, poll_seconds=0.2).start()
@@ -198,10 +154,65 @@ def test_client_retries_only_while_unavailable(tmp_path):
         with pytest.raises(PredictionError) as e:  # nothing loaded: 503 UNAVAILABLE after the retries
             RestClient(url, "ctr_cvr", retries=1, backoff=0.01).predict_examples(serialize_examples(ROWS[:1]))
         assert e.value.code == "UNAVAILABLE"
-        threading.Timer(0.5, write_version, args=(base, 1, 1.0)).start()
+        threading.Timer(0.5, install, args=(toy_models, base, 1)).start()
         out = RestClient(url, "ctr_cvr", retries=30, backoff=0.1).predict_examples(serialize_examples(ROWS[:3]))
         assert out["ctr"].shape == (3,)
         out = GrpcClient(f"127.0.0.1:{srv.grpc_port}", "ctr_cvr", retries=0).predict_examples(serialize_examples(ROWS[:3]))
         assert out["cvr"].shape == (3,)
     finally:
         srv.stop()
+
+
+def _count_rest(client: RestClient) -> list:
+    sent = []
+    client._http.event_hooks["request"].append(lambda request: sent.append(request.url.path))
+    return sent
+
+
+def _count_grpc(client: GrpcClient) -> list:
+    sent, predict = [], client._stub.Predict
+
+    def counting(request, **kwargs):
+        sent.append(request.model_spec.signature_name)
+        return predict(request, **kwargs)
+
+    client._stub.Predict = counting
+    return sent
+
+
+def test_client_does_not_retry_a_bad_request_but_retries_unavailable(server, tmp_path):
+    srv, _ = server
+    url, target = f"http://127.0.0.1:{srv.rest_port}", f"127.0.0.1:{srv.grpc_port}"
+    # a bad request: one request on the wire, whatever the retry budget
+    rest = RestClient(url, "ctr_cvr", retries=5, backoff=0.01)
+    sent = _count_rest(rest)
+    with pytest.raises(PredictionError) as e:
+        rest.predict({"watch": [1.0]}, "serving_raw")
+    assert e.value.code == "INVALID_ARGUMENT" and "page" in e.value.message
+    assert len(sent) == 1
+    grpc_client = GrpcClient(target, "ctr_cvr", retries=5, backoff=0.01)
+    sent = _count_grpc(grpc_client)
+    with pytest.raises(PredictionError) as e:
+        grpc_client.predict({"watch": np.array([1.0], np.float32)}, "serving_raw")
+    assert e.value.code == "INVALID_ARGUMENT" and len(sent) == 1
+    # a model that is not there (404 / NOT_FOUND): not retried either
+    rest = RestClient(url, "other", retries=5, backoff=0.01)
+    sent = _count_rest(rest)
+    with pytest.raises(PredictionError) as e:
+        rest.predict_examples(serialize_examples(ROWS[:1]))
+    assert e.value.code == "NOT_FOUND" and len(sent) == 1
+    # the counters do count retries: nothing loaded (503 UNAVAILABLE) -> 1 + retries requests
+    empty = DevServer(str(tmp_path / "empty"), "ctr_cvr", rest_port=0, grpc_port=0, poll_seconds=60).start()
+    try:
+        rest = RestClient(f"http://127.0.0.1:{empty.rest_port}", "ctr_cvr", retries=3, backoff=0.01)
+        sent = _count_rest(rest)
+        with pytest.raises(PredictionError) as e:
+            rest.predict_examples(serialize_examples(ROWS[:1]))
+        assert e.value.code == "UNAVAILABLE" and len(sent) == 4
+        grpc_client = GrpcClient(f"127.0.0.1:{empty.grpc_port}", "ctr_cvr", retries=2, backoff=0.01)
+        sent = _count_grpc(grpc_client)
+        with pytest.raises(PredictionError) as e:
+            grpc_client.predict_examples(serialize_examples(ROWS[:1]))
+        assert e.value.code == "UNAVAILABLE" and len(sent) == 3
+    finally:
+        empty.stop()
