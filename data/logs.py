@@ -131,18 +131,18 @@ def _loaded_columns(config: ProjectConfig) -> list[str]:
     return list(dict.fromkeys([*config.required_columns, *column_uses(config)]))
 
 
-def _decoded_lines(fh, file: Path) -> Iterator[str]:
-    for n, raw in enumerate(fh, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise LogFormatError(
-                f"{file}:{n}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); "
-                "re-encode the file as UTF-8"
-            ) from None
-        if n == 1 and text.startswith("\ufeff"):
-            text = text[1:]  # UTF-8 byte-order mark (e.g. a spreadsheet export)
-        yield text
+def _utf8_error(file: Path) -> LogFormatError:
+    """The error for a file that is not UTF-8, naming its first undecodable line."""
+    with open(file, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return LogFormatError(
+                    f"{file}:{n}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); "
+                    "re-encode the file as UTF-8"
+                )
+    return LogFormatError(f"{file}: not UTF-8 text; re-encode the file as UTF-8")
 
 
 def iter_csv(file: str | Path) -> Iterator[tuple[int, list[str]]]:
@@ -155,22 +155,22 @@ def iter_csv(file: str | Path) -> Iterator[tuple[int, list[str]]]:
     """
     file = Path(file)
     try:
-        fh = open(file, "rb")
+        fh = open(file, newline="", encoding="utf-8-sig")
     except OSError as err:
         raise LogFormatError(f"{file}: cannot open: {err.strerror}") from None
     with fh:
-        reader = csv.reader(_decoded_lines(fh, file))
+        reader = csv.reader(fh)
         start = 1
         while True:
             try:
                 rec = next(reader)
             except StopIteration:
                 return
+            except UnicodeDecodeError:  # decoding works on blocks: find the line
+                raise _utf8_error(file) from None
             except csv.Error as err:
                 where = f"{start}" if reader.line_num <= start else f"{start} (record starting there, error at line {reader.line_num})"
-                hint = ""
-                if "field larger than field limit" in str(err):
-                    hint = "; usually an unbalanced quote"
+                hint = "; usually an unbalanced quote" if "field larger than field limit" in str(err) else ""
                 raise LogFormatError(f"{file}:{where}: cannot parse CSV: {err}{hint}") from None
             yield start, rec
             start = reader.line_num + 1

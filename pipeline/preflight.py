@@ -99,7 +99,7 @@ def check_csv_logs(data_root: str, config: ProjectConfig, max_errors: int = 10,
             if first is None:
                 errors.append(f"{path}: empty file (no header)")
                 continue
-            line, header = first
+            header = first[1]
             if _has_bom(path):
                 first_name = header[0] if header else ""
                 errors.append(
@@ -109,11 +109,11 @@ def check_csv_logs(data_root: str, config: ProjectConfig, max_errors: int = 10,
                 )
             missing = [c for c in required if c not in header]
             if missing:
-                errors.append(f"{path}:{line}: header lacks required column(s) {missing}")
+                errors.append(f"{path}: header lacks required column(s) {missing}")
             if first_header is None:
                 first_header, first_file = header, path
             elif header != first_header:
-                errors.append(f"{path}:{line}: header differs from {first_file} (every file of a run must share one header)")
+                errors.append(f"{path}: header differs from {first_file} (every file of a run must share one header)")
             for line, row in records:
                 if not any(row):
                     continue  # blank line
