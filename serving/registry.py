@@ -211,6 +211,8 @@ class ModelRegistry:
                 log.error("version %s of %s at %s failed to load, skipped: %s", version, self.model_name, path,
                           self._errors[version])
                 continue
+            self._failed.pop(version, None)
+            self._errors.pop(version, None)
             if self._latest is not None and version < self._latest.version:
                 return None  # never go back to an older version
             self._versions[version] = loaded

@@ -267,7 +267,7 @@ def _head_timeout_site(runner, host: str, port: int, head_timeout: float):
 def grpc_inputs(loaded, signature: str, request, max_batch: int) -> dict:
     """The request's TensorProtos as arrays, each checked against the signature and the batch limit
     before it is materialized (see :func:`serving.validation.array_from_tensor_proto`)."""
-    from serving.validation import array_from_tensor_proto
+    from serving.validation import check_tensor_proto, decode_tensor_proto
 
     if signature not in loaded.signatures:
         raise invalid(f"model_spec.signature_name: \"{signature[:80]}\" not found in signature def (have {sorted(loaded.signatures)})")
@@ -278,7 +278,9 @@ def grpc_inputs(loaded, signature: str, request, max_batch: int) -> dict:
     extra = sorted(set(request.inputs) - set(specs))
     if extra:
         raise invalid(f"inputs: unknown input(s) {[e[:60] for e in extra[:5]]} for signature \"{signature}\" (expects {sorted(specs)})")
-    return {k: array_from_tensor_proto(k, request.inputs[k], specs[k], max_batch) for k in sorted(specs)}
+    for k in sorted(specs):  # every input's declared shape and content first, ...
+        check_tensor_proto(k, request.inputs[k], specs[k], max_batch)
+    return {k: decode_tensor_proto(k, request.inputs[k]) for k in sorted(specs)}  # ... then decode
 
 
 def make_grpc_servicer(registry: ModelRegistry, max_batch: int = DEFAULT_MAX_BATCH):

@@ -329,7 +329,22 @@ _VALUE_FIELDS = {
 
 
 def array_from_tensor_proto(name: str, proto, spec, max_batch: int) -> np.ndarray:
-    """A ``TensorProto`` for input ``name`` -> ``np.ndarray``, checked before it is materialized.
+    """A ``TensorProto`` for input ``name`` -> ``np.ndarray``, checked first (:func:`check_tensor_proto`)."""
+    check_tensor_proto(name, proto, spec, max_batch)
+    return decode_tensor_proto(name, proto)
+
+
+def decode_tensor_proto(name: str, proto) -> np.ndarray:
+    import tensorflow as tf
+
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as err:  # noqa: BLE001 - any decoding problem is the request's
+        raise invalid(f"inputs[\"{name}\"]: bad TensorProto: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def check_tensor_proto(name: str, proto, spec, max_batch: int) -> None:
+    """Check a ``TensorProto`` for input ``name`` without materializing it.
 
     Checked against the proto's declared shape and the values it actually carries: the dtype
     is the signature's, the rank and every fixed dimension match, the batch (first dimension)
@@ -343,7 +358,10 @@ def array_from_tensor_proto(name: str, proto, spec, max_batch: int) -> np.ndarra
 
     field = f"inputs[\"{name}\"]"
     if proto.dtype != spec.dtype.as_datatype_enum:
-        got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype in tf.dtypes._TYPE_TO_STRING else f"enum {proto.dtype}"
+        try:
+            got = tf.dtypes.as_dtype(proto.dtype).name
+        except TypeError:
+            got = f"DataType {proto.dtype}"
         raise invalid(f"{field}: dtype {got}, the signature expects {spec.dtype.name}")
     if proto.tensor_shape.unknown_rank:
         raise invalid(f"{field}: unknown rank; give the shape")
@@ -381,10 +399,6 @@ def array_from_tensor_proto(name: str, proto, spec, max_batch: int) -> np.ndarra
             raise invalid(f"{field}: no values for the declared shape {dims} ({value_field} is empty)")
         if count < n and not bounded:
             raise invalid(f"{field}: {count} values for the declared shape {dims} ({n} elements); send every value")
-    try:
-        return tf.make_ndarray(proto)
-    except Exception as err:  # noqa: BLE001 - any decoding problem is the request's
-        raise invalid(f"{field}: bad TensorProto: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
 # ----------------------------------------------------------------------------- serialized tf.Examples
@@ -450,19 +464,9 @@ def tf_error_summary(err) -> str:
     """The informative line(s) of a TensorFlow error (without "Graph execution error:", the stack
     and the node names), bytes escaped, at most 300 characters."""
     text = getattr(err, "message", None) or str(err)
-    keep = []
-    skipping = False
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s == "Graph execution error:":
-            skipping = False
-            continue
-        if s.startswith("Detected at node"):
-            skipping = True
-            continue
-        if skipping or s.startswith("File \"") or s.startswith("[[") or s.startswith("[Op:"):
-            continue
-        keep.append(s.split(" [[{{node")[0])
-    out = " ".join(keep) or type(err).__name__
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "File \"")
+    keep = [line.split(" [[{{node")[0].strip() for line in text.splitlines()
+            if line and not line[0].isspace() and not line.startswith(skip)]  # stack frames and node lines are indented
+    out = " ".join(k for k in keep if k) or type(err).__name__
     out = out.encode("ascii", "backslashreplace").decode("ascii")
     return out[:300] + ("..." if len(out) > 300 else "")
