@@ -6,7 +6,6 @@ Nothing here runs the TFX pipeline: `ncs run` is driven up to its pre-flight, wi
 
 import csv
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
