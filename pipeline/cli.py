@@ -500,8 +500,18 @@ def deploy_files(out_dir, model_name, push_dir, pvc, keep_versions, replicas):
 @click.option("--rest-port", default=8501, show_default=True, type=int)
 @click.option("--grpc-port", default=8500, show_default=True, type=int)
 @click.option("--poll-seconds", default=2.0, show_default=True, type=float, help="How often to look for new versions.")
-@click.option("--max-batch", default=10_000, show_default=True, type=click.IntRange(min=1), help="Rows per request; more is a 400.")
-def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch):
+@click.option("--max-batch", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per request; more is a 400 (checked while the body is parsed).")
+@click.option("--max-body-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+              help="Largest REST body / gRPC message; more is a 413 / RESOURCE_EXHAUSTED.")
+@click.option("--max-in-flight", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Predict requests handled at once; more get 503 with Retry-After (gRPC: RESOURCE_EXHAUSTED).")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to answer a REST predict (reading, parsing, the model); then 504.")
+@click.option("--read-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client may take to send a request's headers, then its body; then 408.")
+def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch, max_body_bytes, max_in_flight,
+          request_timeout, read_timeout):
     """A local development stand-in for TF Serving: REST + gRPC PredictionService.
 
     \b
@@ -511,8 +521,10 @@ def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds,
     gRPC  tensorflow.serving.PredictionService/Predict, /GetModelMetadata
 
     Loads the newest complete version, polls for new ones and swaps atomically; a broken
-    version is skipped with a logged error. Not a TF Serving replacement: production runs the
-    official tensorflow/serving image (see `ncs deploy-files`).
+    version is skipped with a logged error. Requests are validated before the model (every
+    row carries every input, dtypes, shapes, the schema's domains) and bounded by the limits
+    below; errors are 4xx naming the field (docs/serving.md). Not a TF Serving replacement:
+    production runs the official tensorflow/serving image (see `ncs deploy-files`).
     """
     _legacy_keras_guard()
     import logging
@@ -522,9 +534,12 @@ def serve(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from serving.server import DevServer
+    from serving.server import DevServer, Limits
 
-    srv = DevServer(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, max_batch).start(wait_for_model=poll_seconds * 3)
+    limits = Limits(max_batch=max_batch, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight,
+                    request_timeout=request_timeout, read_timeout=read_timeout)
+    srv = DevServer(model_base_path, model_name, host, rest_port, grpc_port, poll_seconds, limits=limits).start(
+        wait_for_model=poll_seconds * 3)
     loaded = srv.registry.latest
     click.echo(
         f"serving {model_name} from {model_base_path} (version {loaded.version if loaded else 'none yet'}): "

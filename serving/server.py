@@ -387,7 +387,10 @@ class DevServer:
         def serve_rest():
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
-            self._runner = web.AppRunner(make_rest_app(self.registry, self.limits), access_log=None)
+            # lingering_time: after an early answer (413, 408), the rest of a body is read and dropped
+            # for at most the read timeout, then the connection is closed
+            self._runner = web.AppRunner(make_rest_app(self.registry, self.limits), access_log=None,
+                                         lingering_time=self.limits.read_timeout)
             self._loop.run_until_complete(self._runner.setup())
             site = _head_timeout_site(self._runner, self.host, self.rest_port, self.limits.read_timeout)
             self._loop.run_until_complete(site.start())
