@@ -1,7 +1,8 @@
 """MaskSearch component: Steps 1-2 of sparse sharing (warm-up -> per-task mask search).
 
 Consumes Transform's output (examples + graph), runs
-``models.sparse_sharing.SparseSharingTrainer.warmup`` and ``.search`` and writes a
+``models.sparse_sharing.SparseSharingTrainer.warmup`` and ``.search`` (streamed input, the
+strategy from ``TF_CONFIG``) and writes a
 ``TaskMasks`` artifact: ``masks.npz``, ``theta.npz`` (the rewind point every mask is
 relative to, which the MaskedTrainer starts from), the analytics JSON and PNG plots, and
 summary numbers as custom properties (``density_<task>``, ``chosen_round_<task>``,
@@ -19,7 +20,7 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from components.data import embedding_tables_from_transform, load_split
+from components.data import embedding_tables_from_transform, stream_split
 from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.mask_analytics import analyze, write_analytics
@@ -56,6 +57,47 @@ def load_masks_artifact(uri: str) -> tuple[Masks, list[np.ndarray]]:
     return Masks.load(masks_path), load_theta(theta_path)
 
 
+def search_masks(config: ProjectConfig, examples_uri: str | list[str], transform_uri: str, out_uri: str,
+                 strategy=None) -> dict:
+    """The component body as a plain function: warm-up + mask search on streamed splits.
+
+    Writes ``masks.npz``, ``theta.npz``, ``theta_vocabularies.json`` and the analytics to
+    ``out_uri``; returns the analytics dict (with ``seconds`` and optimizer ``steps``).
+    """
+    variant = config.model.variant
+    if variant not in SPARSE_VARIANTS:
+        raise ValueError(f"MaskSearch needs model.variant in {SPARSE_VARIANTS}, got {variant!r}")
+    from models.distributed import strategy_from_env
+    from models.sparse_sharing import SparseSharingTrainer
+
+    strategy = strategy or strategy_from_env(log=lambda m: logging.info("MaskSearch %s", m))
+    tft_output = tft.TFTransformOutput(transform_uri)
+    train = stream_split(examples_uri, "train", config, tft_output, transform_uri)
+    valid = stream_split(examples_uri, "valid", config, tft_output, transform_uri)
+    train.check_sample_spaces()
+    valid.check_sample_spaces()
+    logging.info("MaskSearch: %d train rows, %d valid rows (streamed)", len(train), len(valid))
+    tables = embedding_tables_from_transform(config, tft_output)
+    trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: logging.info("MaskSearch %s", m),
+                                   strategy=strategy)
+    t0 = time.perf_counter()
+    theta = trainer.warmup(train)
+    t1 = time.perf_counter()
+    s0 = trainer.engine.steps_taken
+    found, rounds, chosen = trainer.search(train, valid)
+    t2 = time.perf_counter()
+
+    found.save(os.path.join(out_uri, MASKS_FILE))
+    save_theta(os.path.join(out_uri, THETA_FILE), theta)
+    with open(os.path.join(out_uri, THETA_VOCAB_FILE), "w") as f:
+        json.dump(table_vocabularies(tables), f)  # θ's embeddings are rows of these (daily reuse remaps them)
+    analytics = analyze(found, rounds, chosen)
+    analytics["seconds"] = {"warmup": t1 - t0, "search": t2 - t1}
+    analytics["steps"] = {"warmup": trainer.warmup_fit.steps, "search": trainer.engine.steps_taken - s0}
+    write_analytics(analytics, out_uri)
+    return analytics
+
+
 @tfx.dsl.components.component
 def MaskSearch(
     transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
@@ -64,36 +106,14 @@ def MaskSearch(
     config_json: tfx.dsl.components.Parameter[str],
 ):
     config = ProjectConfig.model_validate_json(config_json)
-    variant = config.model.variant
-    if variant not in SPARSE_VARIANTS:
-        raise ValueError(f"MaskSearch needs model.variant in {SPARSE_VARIANTS}, got {variant!r}")
-    from models.sparse_sharing import SparseSharingTrainer
-
-    tft_output = tft.TFTransformOutput(transform_graph.uri)
-    train = load_split([e.uri for e in transformed_examples], "train", config, tft_output)
-    valid = load_split([e.uri for e in transformed_examples], "valid", config, tft_output)
-    logging.info("MaskSearch: %d train rows, %d valid rows", len(train), len(valid))
-    tables = embedding_tables_from_transform(config, tft_output)
-    trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: logging.info("MaskSearch %s", m))
-    t0 = time.perf_counter()
-    theta = trainer.warmup(train)
-    t1 = time.perf_counter()
-    found, rounds, chosen = trainer.search(train, valid)
-    t2 = time.perf_counter()
-
-    found.save(os.path.join(masks.uri, MASKS_FILE))
-    save_theta(os.path.join(masks.uri, THETA_FILE), theta)
-    with open(os.path.join(masks.uri, THETA_VOCAB_FILE), "w") as f:
-        json.dump(table_vocabularies(tables), f)  # θ's embeddings are rows of these (daily reuse remaps them)
-    analytics = analyze(found, rounds, chosen)
-    analytics["seconds"] = {"warmup": t1 - t0, "search": t2 - t1}
-    write_analytics(analytics, masks.uri)
-    masks.set_string_custom_property("structure", variant)
+    analytics = search_masks(config, [e.uri for e in transformed_examples], transform_graph.uri, masks.uri)
+    found = Masks.load(os.path.join(masks.uri, MASKS_FILE))
+    masks.set_string_custom_property("structure", config.model.variant)
     for t in config.task_names:
         masks.set_float_custom_property(f"density_{t}", found.density(t))
-        masks.set_int_custom_property(f"chosen_round_{t}", int(chosen[t]))
+        masks.set_int_custom_property(f"chosen_round_{t}", int(analytics["chosen_round"][t]))
     masks.set_float_custom_property("shared_fraction", analytics["overall"]["shared"])
     masks.set_float_custom_property("unused_fraction", analytics["overall"]["unused"])
-    masks.set_float_custom_property("warmup_seconds", t1 - t0)
-    masks.set_float_custom_property("search_seconds", t2 - t1)
+    masks.set_float_custom_property("warmup_seconds", analytics["seconds"]["warmup"])
+    masks.set_float_custom_property("search_seconds", analytics["seconds"]["search"])
     masks.set_string_custom_property("layer_shapes", json.dumps([list(s) for s in found.shapes]))

@@ -16,55 +16,51 @@ import time
 from typing import List
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from components.data import embedding_tables_from_transform, load_split
+from components.data import embedding_tables_from_transform, stream_split
 from components.mask_search import load_masks_artifact, load_theta_vocabularies
 from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
+from models.engine import Engine, LogCallback, TensorBoardCallback
 from models.mask_analytics import analyze
-from models.metrics import primary_metric, task_metrics
-from models.training import predict, train_model
+from models.metrics import primary_metric
 from models.variants import build_model
 from models.warm_start import WarmStartError, load_warm_start, save_warm_start
-from serving.export import export_serving_model
 
 SERVING_DIR = "Format-Serving"
 WARM_START_DIR = "warm_start"  # weights + vocabularies, for the next day's warm start (models.warm_start)
 
 
-class _TensorBoardLog(tf.keras.callbacks.Callback):
-    """Epoch losses to TensorBoard for Keras-trained baselines."""
-
-    def __init__(self, writer):
-        super().__init__()
-        self.writer = writer
-
-    def on_epoch_end(self, epoch, logs=None):
-        with self.writer.as_default():
-            for k, v in (logs or {}).items():
-                tf.summary.scalar(k, float(v), step=epoch)
-
-
 def train_and_export(config: ProjectConfig, examples_uri: str | list[str], transform_uri: str, model_dir: str, run_dir: str,
-                     masks_uri: str | None = None, base_model_uri: str | None = None, epochs: int | None = None) -> dict:
-    """The component body as a plain function (tests call it directly). Returns a summary dict.
+                     masks_uri: str | None = None, base_model_uri: str | None = None, epochs: int | None = None,
+                     strategy=None) -> dict:
+    """The component body as a plain function (tests and worker processes call it). Returns a summary dict.
 
-    ``base_model_uri``: a Model artifact of an earlier run to warm-start from (its ``warm_start/``).
-    ``epochs``: override the joint-training (sparse) or training epochs (daily increments).
+    Training streams Transform's output through ``models.engine`` under ``strategy`` (default:
+    built from ``TF_CONFIG``, see ``models.distributed``). ``base_model_uri``: a Model artifact of
+    an earlier run to warm-start from (its ``warm_start/``). ``epochs``: override the
+    joint-training (sparse) or training epochs (daily increments). Every worker writes
+    ``warm_start/``; only the chief exports the serving model and TensorBoard logs.
     """
+    from models.distributed import is_chief, strategy_from_env
+
+    strategy = strategy or strategy_from_env(log=lambda m: logging.info("MaskedTrainer %s", m))
+    chief = is_chief(strategy)
     variant = config.model.variant
     tft_output = tft.TFTransformOutput(transform_uri)
-    train = load_split(examples_uri, "train", config, tft_output)
-    valid = load_split(examples_uri, "valid", config, tft_output, for_training=False)
+    train = stream_split(examples_uri, "train", config, tft_output, transform_uri)
+    valid = stream_split(examples_uri, "valid", config, tft_output, transform_uri)
+    train.check_sample_spaces()
+    valid.check_sample_spaces()
     tables = embedding_tables_from_transform(config, tft_output)
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "train"))
+    log = LogCallback(lambda m: logging.info("MaskedTrainer %s", m))
+    callbacks = [log] + ([TensorBoardCallback(os.path.join(run_dir, "train"))] if chief else [])
     t0 = time.perf_counter()
     extra_files = {}
-    summary: dict = {"variant": variant, "train_rows": len(train)}
+    summary: dict = {"variant": variant, "train_rows": len(train), "workers": int(strategy.num_replicas_in_sync)}
     if variant in SPARSE_VARIANTS:
         if masks_uri is None:
             raise ValueError(f"variant {variant!r} needs the TaskMasks artifact of a MaskSearch run")
@@ -73,9 +69,8 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
         masks, theta = load_masks_artifact(masks_uri)
         if masks.structure != variant:
             raise ValueError(f"masks at {masks_uri} are {masks.structure!r} masks, the config trains {variant!r}")
-        epoch_losses = []
-        trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: (logging.info("MaskedTrainer %s", m), epoch_losses.append(m)))
-        trainer._ensure_built(train)
+        trainer = SparseSharingTrainer(config, tables, variant, log=lambda m: logging.info("MaskedTrainer %s", m),
+                                       strategy=strategy, callbacks=callbacks[1:])
         masks.check_compatible(trainer.model, source=f"masks at {masks_uri}")
         if base_model_uri:
             # warm start: the blessed model's weights (embeddings moved by token) are the start of joint training
@@ -89,43 +84,39 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
             except WarmStartError as err:
                 raise ValueError(f"θ at {masks_uri} does not fit the network built from this config: {err}") from None
         trainer.theta = [np.array(w) for w in trainer.model.get_weights()]
-        if epochs is not None:
-            trainer.sc = trainer.sc.model_copy(update={"joint_epochs": epochs})
         logging.info("MaskedTrainer: joint training from %s", summary.get("warm_start", {}).get("from", "the mask search's θ"))
-        model = trainer.joint(train, masks)
-        analytics = analyze(masks)
-        extra_files["mask_analytics.json"] = json.dumps(analytics, indent=1)
-        masks.save(os.path.join(model_dir, "masks.npz"))
+        model = trainer.joint(train, masks, valid, epochs=epochs)
+        fit, engine = trainer.joint_fit, trainer.engine
+        extra_files["mask_analytics.json"] = json.dumps(analyze(masks), indent=1)
+        if chief:
+            masks.save(os.path.join(model_dir, "masks.npz"))
         summary["density"] = {t: masks.density(t) for t in config.task_names}
-        with writer.as_default():
-            for i, line in enumerate(epoch_losses):
-                tf.summary.text("joint_log", line, step=i)
     else:
-        model = build_model(config, tables, seed=config.training.seed)
-        model({k: v[:2] for k, v in train.inputs.items()})
+        with strategy.scope():
+            model = build_model(config, tables, seed=config.training.seed)
         if base_model_uri:
             report = load_warm_start(model, tables, os.path.join(base_model_uri, WARM_START_DIR))
             summary["warm_start"] = {"from": base_model_uri, "embeddings": report}
-        if epochs is not None:
-            config = config.model_copy(update={"training": config.training.model_copy(update={"epochs": epochs})})
-        train_model(model, train, config, callbacks=[_TensorBoardLog(writer)], verbose=2)
+        engine = Engine(model, config.training, config.tuning, strategy)
+        fit = engine.fit(train, epochs=epochs or config.training.epochs, schedule=config.training.schedule,
+                         valid=valid, patience=config.training.patience, callbacks=callbacks, label="train")
     summary["train_seconds"] = time.perf_counter() - t0
+    summary["epochs"] = len(fit.epochs)
+    summary["steps"] = fit.steps
+    summary["best_epoch"] = fit.best_epoch
 
-    preds = predict(model, valid)
-    metrics = {}
-    with writer.as_default():
-        for t in config.tasks:
-            rows = valid.spaces[t.name] > 0
-            m = task_metrics(t.type, valid.labels[t.name][rows], preds[t.name][rows])
-            metrics[t.name] = {k: float(v) for k, v in m.items()}
-            for k, v in m.items():
-                if np.isfinite(v):
-                    tf.summary.scalar(f"valid/{t.name}/{k}", float(v), step=0)
-    writer.flush()
+    metrics = {t: {k: float(v) for k, v in m.items()} for t, m in engine.evaluate(valid).items()}
     summary["valid_metrics"] = metrics
     logging.info("MaskedTrainer: validation %s", metrics)
 
+    if strategy.num_replicas_in_sync > 1:
+        # export a plain (undistributed) copy: the same weights, no collective ops in the SavedModel
+        plain = build_model(config, tables, seed=config.training.seed)
+        plain.set_weights(model.get_weights())
+        model = plain
     save_warm_start(model, tables, os.path.join(model_dir, WARM_START_DIR))
+    if not chief:
+        return summary
     serving = os.path.join(model_dir, SERVING_DIR)
     if os.path.exists(serving):
         shutil.rmtree(serving)
@@ -137,6 +128,8 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
         summary["compacted"] = {t: [list(map(int, a.shape)) for a, _ in exported.towers[t]] for t in exported.task_names}
         logging.info("MaskedTrainer: exporting the compacted %s network %s", variant, summary["compacted"])
     extra_files["training_summary.json"] = json.dumps(summary, indent=1, default=float)
+    from serving.export import export_serving_model
+
     export_serving_model(exported, tft_output, config, serving, extra_files)
     return summary
 
@@ -179,3 +172,37 @@ def MaskedTrainer(
         v = summary["valid_metrics"][t.name].get(k)
         if v is not None and np.isfinite(v):
             model.set_float_custom_property(f"valid_{t.name}_{k}", v)
+
+
+def main(argv=None):
+    """One training process of the MaskedTrainer body (e.g. one worker of a ``TF_CONFIG`` cluster)."""
+    import click
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Project YAML.")
+    @click.option("--examples", required=True, multiple=True, help="Transformed Examples folder(s) (Split-train, Split-valid).")
+    @click.option("--transform", "transform_uri", required=True, help="Transform graph folder.")
+    @click.option("--masks", "masks_uri", default=None, help="TaskMasks folder (connection / neuron).")
+    @click.option("--model-dir", required=True, help="Output folder of this process.")
+    @click.option("--run-dir", default=None, help="TensorBoard folder (default MODEL_DIR/run).")
+    def cli(config_path, examples, transform_uri, masks_uri, model_dir, run_dir):
+        """Train (and, on the chief, export) from Transform's output. The strategy comes from TF_CONFIG."""
+        from models.config import ConfigError, load_config
+        from models.distributed import strategy_from_env
+
+        try:
+            strategy = strategy_from_env()  # first: MWMS must exist before any other TF op
+            config = load_config(config_path)
+        except (ValueError, ConfigError) as err:
+            raise click.ClickException(str(err)) from None
+        os.makedirs(model_dir, exist_ok=True)
+        summary = train_and_export(config, list(examples), transform_uri, model_dir, run_dir or os.path.join(model_dir, "run"),
+                                   masks_uri, strategy=strategy)
+        with open(os.path.join(model_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1, default=float)
+
+    cli.main(args=argv, standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -199,8 +199,15 @@ class SparseSharingConfig(_Strict):
     scope: Literal["per_layer", "global"] = "per_layer"
     allow_dense: bool = True  # False: the dense (round 0) mask may not be chosen
     min_layer_density: float = Field(default=0.01, gt=0.0, le=1.0)  # guard against emptied layers
-    schedule: Literal["alternate", "joint"] = "alternate"
+    # joint training: ``alternate`` task batches (one optimizer per task) or ``mixed`` (sum of the
+    # masked task losses on every mixed batch); ``joint`` is the old name of ``mixed``
+    schedule: Literal["alternate", "mixed"] = "alternate"
     joint_epochs: Optional[int] = Field(default=None, ge=1)  # default: training.epochs
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _old_schedule_name(cls, v):
+        return "mixed" if v == "joint" else v
 
     @property
     def prune_rate(self) -> float:
@@ -233,10 +240,22 @@ class TuningConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
+    """The training engine (``models.engine``), shared by every variant and phase.
+
+    ``schedule`` is how the baselines train: ``mixed`` (all task losses on each mixed batch) or
+    ``alternate`` (per-task sample-space streams interleaved, one optimizer per task).
+    ``patience``: stop when the validation loss has not improved for this many epochs and
+    restore the best epoch's weights (``None``: train exactly ``epochs``, then ``epochs`` is
+    also the cap). ``shuffle_buffer``: rows in the streaming shuffle buffer (memory, not data size).
+    """
+
     batch_size: int = Field(default=1024, gt=0)
     learning_rate: float = Field(default=1e-3, gt=0)
     epochs: int = Field(default=2, ge=1)
     seed: int = 42
+    schedule: Literal["mixed", "alternate"] = "mixed"
+    patience: Optional[int] = Field(default=None, ge=1)
+    shuffle_buffer: int = Field(default=65536, ge=1)
 
 
 class SplitConfig(_Strict):

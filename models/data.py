@@ -1,102 +1,165 @@
-"""Task labels, sample spaces and tf.data pipelines from a cleaned log frame."""
+"""Streaming input: Transform's output as ``tf.data`` pipelines of ``(inputs, labels, weights)``.
+
+The TFT ``preprocessing_fn`` (``components.transform``) is the only code that computes model
+inputs, labels, sample spaces and weights; it writes them as (GZIP) TFRecords of
+``tf.Example`` s, one column per model input plus, per task ``t``:
+
+- ``label__t``  the task's label,
+- ``space__t``  1 on the task's sample space (e.g. clicked rows for CVR), else 0,
+- ``weight__t`` the space times any per-row weight (gradient-conflict tuning).
+
+:class:`SplitStream` reads one split of those files. Nothing is held in memory but the
+shuffle buffer (``training.shuffle_buffer`` serialized rows) and the batches in flight, so
+memory does not grow with the number of rows. Per-task sample-space streams (the CVR task's
+clicked rows) are filtered from the same files batch by batch.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import glob
+import os
+
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from models.config import ColumnLabel, ProjectConfig, TaskConfig
-
-_OPS = {
-    "==": np.equal,
-    "!=": np.not_equal,
-    ">": np.greater,
-    ">=": np.greater_equal,
-    "<": np.less,
-    "<=": np.less_equal,
-}
-
-
-def task_label(frame: pd.DataFrame, task: TaskConfig) -> np.ndarray:
-    """The task's label as float32: a column, or ``clip(num / den, 0, 1)``."""
-    if isinstance(task.label, ColumnLabel):
-        y = frame[task.label.column].to_numpy(dtype=np.float64)
-        if task.type == "regression":
-            y = np.clip(y, 0.0, 1.0)
-        return y.astype(np.float32)
-    num, den = task.label.ratio
-    n = frame[num].to_numpy(dtype=np.float64)
-    d = frame[den].to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.where(d > 0, n / np.where(d > 0, d, 1.0), 0.0)
-    return np.clip(y, 0.0, 1.0).astype(np.float32)
-
-
-def task_space(frame: pd.DataFrame, task: TaskConfig) -> np.ndarray:
-    """1.0 for rows in the task's sample space (``where``), else 0.0."""
-    clause = task.where_clause
-    if clause is None:
-        return np.ones(len(frame), dtype=np.float32)
-    col, op, val = clause
-    return _OPS[op](frame[col].to_numpy(dtype=np.float64), val).astype(np.float32)
-
-
-def conflict_weights(frame: pd.DataFrame, config: ProjectConfig) -> np.ndarray:
-    """Per-row weight of the gradient-conflict tuning (1 where it does not apply).
-
-    A clicked row whose watch time is below its duration bucket's threshold (a click
-    followed by a very short watch: click-bait) gets ``weight``.
-    """
-    gc = config.tuning.gradient_conflict
-    w = np.ones(len(frame), dtype=np.float32)
-    if not gc.enabled:
-        return w
-    dur = frame[gc.duration_column].to_numpy(dtype=np.float64)
-    watch = frame[gc.watch_column].to_numpy(dtype=np.float64)
-    limits = np.array([t[0] for t in gc.thresholds])
-    mins = np.array([t[1] for t in gc.thresholds])
-    bucket = np.minimum(np.searchsorted(limits, dur, side="left"), len(limits) - 1)
-    # only rows of the task's own sample space (clicked rows for CVR): a non-clicked
-    # impression has watch 0 by construction and is not a conflict
-    in_space = task_space(frame, config.task(gc.task)) > 0
-    short = (watch < mins[bucket]) & in_space
-    w[short] = gc.weight
-    return w
-
-
-def task_arrays(frame: pd.DataFrame, config: ProjectConfig):
-    """``(labels, spaces)``: ``{task: [N] float32}`` each.
-
-    ``spaces`` is the sample-space indicator times any per-sample weight (the
-    gradient-conflict tuning), so losses are weighted means over the space.
-    """
-    labels = {t.name: task_label(frame, t) for t in config.tasks}
-    spaces = {t.name: task_space(frame, t) for t in config.tasks}
-    gc = config.tuning.gradient_conflict
-    if gc.enabled:
-        spaces[gc.task] = spaces[gc.task] * conflict_weights(frame, config)
-    return labels, spaces
+LABEL, SPACE, WEIGHT = "label__", "space__", "weight__"
+ROW_ID = "row__"  # a pass-through row index (``ncs compare`` joins predictions back to its raw rows)
 
 
 class EmptySampleSpaceError(ValueError):
-    pass
+    """A task has no rows in its sample space in a split."""
 
 
-def check_sample_spaces(spaces: dict, split: str) -> None:
-    for task, s in spaces.items():
-        if not np.any(s > 0):
-            raise EmptySampleSpaceError(f"task {task!r} has no rows in its sample space in the {split} split")
+class MissingColumnError(ValueError):
+    """Transformed examples lack a column the config needs."""
 
 
-def make_dataset(inputs: dict, labels: dict, spaces: dict, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """``tf.data`` of ``(inputs, labels, spaces)`` batches from in-memory arrays."""
-    ds = tf.data.Dataset.from_tensor_slices((inputs, labels, spaces))
-    n = len(next(iter(labels.values())))
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def split_files(examples_uri: str | list[str], split: str) -> list[str]:
+    """Files of ``split`` (``Split-<split>/*``) of one Examples folder, or of several (a daily window)."""
+    uris = [examples_uri] if isinstance(examples_uri, str) else list(examples_uri)
+    files = [f for uri in uris for f in sorted(glob.glob(os.path.join(uri, f"Split-{split}", "*")))]
+    if not files:
+        raise FileNotFoundError(f"no example files for split {split!r} under {', '.join(uris)}")
+    return files
 
 
-def subset(arrays: dict, idx) -> dict:
-    return {k: v[idx] for k, v in arrays.items()}
+@dataclasses.dataclass
+class SplitStream:
+    """One split of transformed examples, read as a stream.
+
+    Args:
+      files: TFRecord files (``.gz`` = GZIP), read in this order.
+      spec: ``{column: tf.io.FixedLenFeature}`` of the columns to parse (model inputs, labels,
+        spaces, weights; see :meth:`from_feature_spec`).
+      features: model input names; ``tasks``: task names.
+      name: the split's name and ``source`` the artifact it comes from (for error messages).
+    """
+
+    files: list[str]
+    spec: dict
+    features: list[str]
+    tasks: list[str]
+    name: str = "train"
+    source: str = ""
+    _counts: dict | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_feature_spec(cls, files: list[str], feature_spec: dict, features: list[str], tasks: list[str],
+                          name: str, source: str, row_ids: bool = False) -> "SplitStream":
+        """Keep the columns the engine reads; a clear error naming every missing column and ``source``."""
+        keep = list(features) + [p + t for t in tasks for p in (LABEL, SPACE, WEIGHT)] + ([ROW_ID] if row_ids else [])
+        missing = [k for k in keep if k not in feature_spec]
+        if missing:
+            raise MissingColumnError(
+                f"transformed examples of {source} ({name} split) lack column(s) {missing} that the config needs; "
+                "was Transform run with this config?"
+            )
+        return cls(list(files), {k: feature_spec[k] for k in keep}, list(features), list(tasks), name, source)
+
+    @property
+    def has_row_ids(self) -> bool:
+        return ROW_ID in self.spec
+
+    @property
+    def _compression(self) -> str:
+        return "GZIP" if self.files and self.files[0].endswith(".gz") else ""
+
+    def _records(self):
+        return tf.data.TFRecordDataset(self.files, compression_type=self._compression, buffer_size=1 << 20)
+
+    # ------------------------------------------------------------------ counts
+    def counts(self) -> dict[str, int]:
+        """``{"rows": N, <task>: rows in the task's sample space}``: one streaming pass, cached."""
+        if self._counts is None:
+            spec = {SPACE + t: self.spec[SPACE + t] for t in self.tasks}
+            ds = self._records().batch(16384).map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+            counts = {"rows": 0, **{t: 0 for t in self.tasks}}
+            for batch in ds:
+                counts["rows"] += int(tf.shape(batch[SPACE + self.tasks[0]])[0])
+                for t in self.tasks:
+                    counts[t] += int(tf.math.count_nonzero(tf.reshape(batch[SPACE + t], [-1]) > 0))
+            self._counts = counts
+        return self._counts
+
+    def __len__(self) -> int:
+        return self.counts()["rows"]
+
+    def check_sample_spaces(self) -> None:
+        """Raise :class:`EmptySampleSpaceError` naming the task and split (before any training)."""
+        counts = self.counts()
+        if counts["rows"] == 0:
+            raise EmptySampleSpaceError(f"the {self.name} split of {self.source} has no rows")
+        for t in self.tasks:
+            if counts[t] == 0:
+                raise EmptySampleSpaceError(
+                    f"task {t!r} has no rows in its sample space in the {self.name} split ({self.source})"
+                )
+
+    # ------------------------------------------------------------------ batches
+    def _parse(self, weights: str):
+        key = WEIGHT if weights == "weight" else SPACE
+
+        def parse(serialized):
+            cols = tf.io.parse_example(serialized, self.spec)
+            x = {f: cols[f] for f in self.features}
+            y = {t: tf.reshape(cols[LABEL + t], [-1]) for t in self.tasks}
+            w = {t: tf.reshape(cols[key + t], [-1]) for t in self.tasks}
+            if self.has_row_ids:
+                x[ROW_ID] = tf.reshape(cols[ROW_ID], [-1])
+            return x, y, w
+
+        return parse
+
+    def batches(self, batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 65536,
+                task: str | None = None, weights: str = "weight", shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
+        """``tf.data`` of ``(inputs, {task: label [B]}, {task: weight [B]})`` batches.
+
+        Args:
+          shuffle_seed: shuffle rows (a ``shuffle_buffer``-row window, same order for the same
+            seed) or ``None`` for file order.
+          task: keep only rows of this task's sample space (``space__task > 0``): its stream.
+          weights: ``"weight"`` (training weights) or ``"space"`` (the plain 0/1 sample space).
+          shard: ``(index, count)``: this input pipeline takes rows ``index::count`` of every
+            global batch (multi-worker training; every worker reads the same global batches).
+        """
+        ds = self._records()
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        ds = ds.batch(batch_size).map(self._parse(weights), num_parallel_calls=tf.data.AUTOTUNE)
+        if task is not None:
+            ds = ds.map(lambda x, y, w: _rows(x, y, w, w[task] > 0), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.rebatch(batch_size)
+        index, count = shard
+        if count > 1:
+            ds = ds.map(lambda x, y, w: tf.nest.map_structure(lambda v: v[index::count], (x, y, w)))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def steps(self, batch_size: int, task: str | None = None) -> int:
+        """Batches per epoch of the mixed stream (``task=None``) or of ``task``'s stream."""
+        n = self.counts()["rows" if task is None else task]
+        return int(np.ceil(n / batch_size))
+
+
+def _rows(x, y, w, keep):
+    return tf.nest.map_structure(lambda v: tf.boolean_mask(v, keep), (x, y, w))

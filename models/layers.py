@@ -9,7 +9,10 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+_serializable = tf.keras.utils.register_keras_serializable(package="ncs")
 
+
+@_serializable
 class FeatureEmbedding(tf.keras.layers.Layer):
     """Encoded inputs -> stacked field embeddings ``[B, F, D]``.
 
@@ -68,6 +71,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         }
 
 
+@_serializable
 class Interaction(tf.keras.layers.Layer):
     """``[B, F, D]`` -> ``[B, F*D + F*(F-1)/2]`` (``dot``) or ``[B, F*D]`` (``none``).
 
@@ -91,6 +95,7 @@ class Interaction(tf.keras.layers.Layer):
         return {**super().get_config(), "kind": self.kind}
 
 
+@_serializable
 class MLP(tf.keras.layers.Layer):
     """``[B, in]`` -> ``[B, units[-1]]``: a stack of dense layers with one activation."""
 
@@ -111,6 +116,7 @@ class MLP(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "activation": self.activation}
 
 
+@_serializable
 class MaskedDense(tf.keras.layers.Layer):
     """A dense layer whose kernel is multiplied by a per-task binary mask.
 
@@ -162,6 +168,7 @@ class MaskedDense(tf.keras.layers.Layer):
         }
 
 
+@_serializable
 class MaskedMLP(tf.keras.layers.Layer):
     """``[B, in]`` -> ``[B, units[-1]]`` through :class:`MaskedDense` layers, masks of ``task``."""
 
@@ -190,6 +197,7 @@ class MaskedMLP(tf.keras.layers.Layer):
         }
 
 
+@_serializable
 class ExpertGate(tf.keras.layers.Layer):
     """Softmax gate over experts: ``x [B, in]``, ``experts [B, E, H]`` -> ``[B, H]``."""
 
@@ -206,6 +214,7 @@ class ExpertGate(tf.keras.layers.Layer):
         return {**super().get_config(), "num_experts": self.num_experts}
 
 
+@_serializable
 class CGCLevel(tf.keras.layers.Layer):
     """One Customized Gate Control level (PLE paper).
 

@@ -30,11 +30,21 @@ def pointwise_loss(task: TaskConfig, y_true, y_pred):
 
 
 def space_mean(values, space, sample_weight=None):
-    """Mean of ``values`` over rows with ``space == 1`` (optionally weighted); 0 if none."""
+    """Mean of ``values`` over rows with ``space == 1`` (optionally weighted); 0 if none.
+
+    Under a ``tf.distribute`` strategy with several replicas (inside ``strategy.run``) the
+    denominator is all-reduced: each replica returns its share of the *global*-batch mean, so
+    the sum over replicas is the loss one process gets on the whole batch. (A mean of
+    per-replica means would mis-weight CVR, whose clicked rows spread unevenly over replicas.)
+    """
     w = tf.cast(space, tf.float32)
     if sample_weight is not None:
         w = w * tf.cast(sample_weight, tf.float32)
-    return tf.math.divide_no_nan(tf.reduce_sum(values * w), tf.reduce_sum(w))
+    denominator = tf.reduce_sum(w)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        denominator = ctx.all_reduce(tf.distribute.ReduceOp.SUM, denominator)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * w), denominator)
 
 
 def task_loss(task: TaskConfig, y_true, y_pred, space, sample_weight=None):

@@ -83,10 +83,14 @@ class TaskMasks:
                     )
 
     def apply(self, model) -> None:
+        """Write the masks into ``model``'s mask variables (in its task order).
+
+        Each layer's whole ``[tasks, in, out]`` variable is assigned at once, which also works
+        for distributed (mirrored) variables, whose slices cannot be assigned.
+        """
         self.check_compatible(model)
-        for ti, t in enumerate(model.task_names):
-            for m, layer in zip(self.masks[t], model.masked_layers):
-                layer.set_mask(ti, m)
+        for i, layer in enumerate(model.masked_layers):
+            layer.mask.assign(np.stack([self.masks[t][i] for t in model.task_names]).astype(np.float32))
 
     @classmethod
     def all_ones(cls, model, structure: str = "connection") -> "TaskMasks":

@@ -9,7 +9,9 @@
    global; connection or neuron masks). The best-scoring round's mask is kept.
 3. **Joint training** from θ with every task's mask: ``alternate`` (task-specific
    batches interleaved, one optimizer per task, so Adam state of one task never moves
-   another task's weights) or ``joint`` (both masked losses on each mixed batch).
+   another task's weights) or ``mixed`` (both masked losses on each mixed batch).
+
+Every phase trains through the one engine (``models.engine``) on streamed input.
 
 Masking is functional (``kernel * mask`` in the forward pass), so weights outside a
 task's mask are bit-identical after that task's steps.
@@ -19,17 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from models.config import SPARSE_VARIANTS, ProjectConfig
-from models.data import check_sample_spaces
-from models.losses import task_loss
+from models.data import SplitStream
+from models.engine import Callback, Engine, FitResult, LogCallback
 from models.masks import TaskMasks, prune
-from models.metrics import HIGHER_IS_BETTER, primary_metric, task_metrics
-from models.training import Split, predict
+from models.metrics import HIGHER_IS_BETTER, primary_metric
 from models.variants import MaskedNetwork, build_model
 
 
@@ -42,6 +43,8 @@ class SearchRound:
     metric: str
     value: float
     seconds: float
+    steps: int = 0
+    epochs: int = 0
 
 
 @dataclasses.dataclass
@@ -51,17 +54,13 @@ class SparseResult:
     rounds: list[SearchRound]
     chosen: dict[str, int]
     seconds: dict[str, float]
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)  # optimizer steps per phase
+    joint_fit: FitResult | None = None
 
     @property
     def search_cost_ratio(self) -> float:
         """(warm-up + mask search) wall time as a multiple of the joint training run."""
         return (self.seconds["warmup"] + self.seconds["search"]) / max(self.seconds["joint"], 1e-9)
-
-
-def reset_optimizer(optimizer) -> None:
-    """Zero every optimizer variable (step count, Adam moments): same state as a fresh one."""
-    for v in optimizer.variables:
-        v.assign(tf.zeros_like(v))
 
 
 def task_metric(task_type: str) -> tuple[str, bool]:
@@ -70,25 +69,22 @@ def task_metric(task_type: str) -> tuple[str, bool]:
     return name, HIGHER_IS_BETTER[name]
 
 
-def interleave_schedule(batches_per_task: dict[str, int]) -> list[str]:
-    """Task order of one alternate epoch: every task's batches spread evenly over the epoch."""
-    keyed = [((i + 0.5) / n, ti, t) for ti, (t, n) in enumerate(batches_per_task.items()) for i in range(n)]
-    return [t for _, _, t in sorted(keyed)]
-
-
 class SparseSharingTrainer:
-    """Runs warm-up, mask search and joint training on in-memory :class:`Split` s.
+    """Runs warm-up, mask search and joint training through :class:`models.engine.Engine`.
 
     Args:
-      config: project config (``config.sparse`` and ``config.tuning`` drive the engine).
-      tables: embedding tables (from ``models.features.embedding_tables``).
+      config: project config (``config.sparse``, ``config.training`` and ``config.tuning``).
+      tables: embedding tables (``models.features.embedding_tables``).
       structure: ``connection`` (unstructured masks) or ``neuron`` (unit masks).
       seed: one seed initializes every weight; all masks are relative to the same θ.
       log: callable for progress lines (``None`` = silent).
+      strategy: a ``tf.distribute`` strategy (default: the current one).
+      callbacks: extra engine callbacks (TensorBoard, progress bars) for every phase.
     """
 
     def __init__(self, config: ProjectConfig, tables, structure: str = "connection", seed: int | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, strategy: tf.distribute.Strategy | None = None,
+                 callbacks: Sequence[Callback] = ()):
         if structure not in SPARSE_VARIANTS:
             raise ValueError(f"structure must be one of {SPARSE_VARIANTS}, got {structure!r}")
         self.config = config
@@ -96,140 +92,39 @@ class SparseSharingTrainer:
         self.structure = structure
         self.seed = config.training.seed if seed is None else seed
         self.log = log or (lambda msg: None)
-        self.model: MaskedNetwork = build_model(config, tables, variant=structure, seed=self.seed)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        with self.strategy.scope():
+            self.model: MaskedNetwork = build_model(config, tables, variant=structure, seed=self.seed)
+        training = config.training.model_copy(update={"seed": self.seed})
+        self.engine = Engine(self.model, training, config.tuning, self.strategy)
+        self.callbacks = [LogCallback(self.log), *callbacks]
         self.theta: list[np.ndarray] | None = None
         self.rewinds: list[list[np.ndarray]] = []  # weights right after each rewind (for tests/audits)
         self.keep_rewind_snapshots = False
-        self._task_opts: dict[str, tf.keras.optimizers.Optimizer] = {}
-        self._task_steps: dict[str, Callable] = {}
-        self._joint_opt = None
-        self._joint_step = None
-
-    # ------------------------------------------------------------------ data
-    def _task_dataset(self, split: Split, task: str, shuffle_seed: int):
-        """Rows of ``task``'s sample space only (CVR: the clicked stream)."""
-        rows = np.flatnonzero(split.spaces[task] > 0)
-        x = {k: v[rows] for k, v in split.inputs.items()}
-        ds = tf.data.Dataset.from_tensor_slices((x, split.labels[task][rows], split.spaces[task][rows]))
-        ds = ds.shuffle(len(rows), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.batch(self.config.training.batch_size).prefetch(tf.data.AUTOTUNE), int(np.ceil(len(rows) / self.config.training.batch_size))
-
-    def _mixed_dataset(self, split: Split, shuffle_seed: int):
-        ds = tf.data.Dataset.from_tensor_slices((split.inputs, split.labels, split.spaces))
-        ds = ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.batch(self.config.training.batch_size).prefetch(tf.data.AUTOTUNE)
-
-    # ------------------------------------------------------------------ steps
-    def _task_step(self, task: str):
-        """A compiled step that trains ``task`` alone, with its own optimizer."""
-        if task not in self._task_steps:
-            model = self.model
-            ti = model.task_names.index(task)
-            tcfg = model.tasks[ti]
-            opt = tf.keras.optimizers.Adam(self.config.training.learning_rate)
-            weight = model.task_weights[task]
-
-            @tf.function
-            def step(x, y, w):
-                with tf.GradientTape() as tape:
-                    pred = model.call_task(x, ti)
-                    loss = weight * task_loss(tcfg, y, pred, w)
-                variables = model.trainable_variables
-                grads = tape.gradient(loss, variables)
-                opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-                return loss
-
-            self._task_opts[task] = opt
-            self._task_steps[task] = step
-        return self._task_steps[task]
-
-    def _joint_train_step(self):
-        if self._joint_step is None:
-            model = self.model
-            opt = tf.keras.optimizers.Adam(self.config.training.learning_rate)
-
-            @tf.function
-            def step(x, y, w):
-                with tf.GradientTape() as tape:
-                    preds = model(x, training=True)
-                    total = 0.0
-                    for t in model.tasks:
-                        total += model.task_weights[t.name] * task_loss(t, y[t.name], preds[t.name], w[t.name])
-                variables = model.trainable_variables
-                grads = tape.gradient(total, variables)
-                opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-                return total
-
-            self._joint_opt = opt
-            self._joint_step = step
-        return self._joint_step
-
-    def _reset_optimizers(self):
-        for opt in list(self._task_opts.values()) + ([self._joint_opt] if self._joint_opt else []):
-            if opt.variables:
-                reset_optimizer(opt)
-
-    def _set_epoch_weights(self, epoch: int) -> None:
-        """Task loss weights for ``epoch``: ``w_k * gamma_k ** epoch`` (PLE dynamic weights)."""
-        gammas = self.config.tuning.dynamic_loss_gamma
-        for t in self.model.tasks:
-            self.model.task_weights[t.name].assign(t.weight * gammas.get(t.name, 1.0) ** epoch)
 
     # ------------------------------------------------------------------ phases
-    def _ensure_built(self, split: Split):
-        if not self.model.built or not self.model.weights:
-            self.model({k: v[:2] for k, v in split.inputs.items()})
-
     def rewind(self, masks: TaskMasks | None = None) -> None:
         """Restore θ, reset every optimizer, and apply ``masks`` (all-ones if None)."""
         self.model.set_weights(self.theta)
-        self._reset_optimizers()
+        self.engine.reset_optimizers()
         (masks or TaskMasks.all_ones(self.model, self.structure)).apply(self.model)
         if self.keep_rewind_snapshots:
             self.rewinds.append([w.numpy().copy() for w in self.model.trainable_weights])
 
-    def _run_joint_epochs(self, train: Split, epochs: int, label: str):
-        step = self._joint_train_step()
-        for e in range(epochs):
-            self._set_epoch_weights(e)
-            losses = [float(step(x, y, w)) for x, y, w in self._mixed_dataset(train, self.seed + e)]
-            self.log(f"  {label} epoch {e + 1}/{epochs}: loss {np.mean(losses):.5f}")
-
-    def _run_alternate_epochs(self, train: Split, epochs: int, tasks: list[str], label: str):
-        for e in range(epochs):
-            self._set_epoch_weights(e)
-            streams, counts = {}, {}
-            for i, t in enumerate(tasks):
-                ds, n = self._task_dataset(train, t, self.seed + 1000 * i + e)
-                streams[t], counts[t] = iter(ds), n
-            losses = {t: [] for t in tasks}
-            for t in interleave_schedule(counts):
-                x, y, w = next(streams[t])
-                losses[t].append(float(self._task_step(t)(x, y, w)))
-            self.log(f"  {label} epoch {e + 1}/{epochs}: " + ", ".join(f"{t} loss {np.mean(v):.5f}" for t, v in losses.items()))
-
-    def warmup(self, train: Split) -> list[np.ndarray]:
+    def warmup(self, train: SplitStream) -> list[np.ndarray]:
         """Step 1: train sNET densely on mixed data; store and return θ."""
-        check_sample_spaces(train.spaces, "train")
-        self._ensure_built(train)
         TaskMasks.all_ones(self.model, self.structure).apply(self.model)
         self.log(f"warm-up: {self.sc.warmup_epochs} epoch(s) on {len(train)} mixed rows")
-        self._run_joint_epochs(train, self.sc.warmup_epochs, "warm-up")
+        self.warmup_fit = self.engine.fit(train, epochs=self.sc.warmup_epochs, schedule="mixed",
+                                          callbacks=self.callbacks, label="warm-up")
         self.theta = [np.array(w) for w in self.model.get_weights()]
         return self.theta
 
-    def _score(self, split: Split, task: str) -> float:
-        ti = self.model.task_names.index(task)
-        metric, _ = task_metric(self.model.tasks[ti].type)
-        rows = split.spaces[task] > 0
-        preds = predict(self.model, split)[task]
-        return task_metrics(self.model.tasks[ti].type, split.labels[task][rows], preds[rows])[metric]
-
-    def search(self, train: Split, valid: Split) -> tuple[TaskMasks, list[SearchRound], dict[str, int]]:
+    def search(self, train: SplitStream, valid: SplitStream) -> tuple[TaskMasks, list[SearchRound], dict[str, int]]:
         """Step 2: per-task iterative magnitude pruning with rewind to θ."""
         if self.theta is None:
             raise RuntimeError("run warmup() before search()")
-        check_sample_spaces(valid.spaces, "validation")
+        valid.check_sample_spaces()
         sc = self.sc
         q = sc.prune_rate
         base = TaskMasks.all_ones(self.model, self.structure)
@@ -245,11 +140,13 @@ class SparseSharingTrainer:
                 t0 = time.perf_counter()
                 masks = TaskMasks(self.structure, base.layer_names, {**base.masks, task: current})
                 self.rewind(masks)
-                self._run_alternate_epochs(train, sc.round_epochs, [task], f"search {task} round {r}")
-                value = self._score(valid, task)
+                fit = self.engine.fit(train, epochs=sc.round_epochs, schedule="alternate", tasks=[task],
+                                      callbacks=self.callbacks, label=f"search {task} round {r}")
+                value = self.engine.evaluate(valid, [task])[task][metric]
                 dens = [float(m.mean()) for m in current]
                 total = float(sum(m.sum() for m in current) / sum(m.size for m in current))
-                rounds.append(SearchRound(task, r, total, dens, metric, float(value), time.perf_counter() - t0))
+                rounds.append(SearchRound(task, r, total, dens, metric, float(value), time.perf_counter() - t0,
+                                          fit.steps, len(fit.epochs)))
                 candidates.append((r, value, [m.copy() for m in current]))
                 self.log(f"search {task} round {r}: density {total:.3f} -> valid {metric} {value:.5f}")
                 if r < sc.rounds:
@@ -262,28 +159,36 @@ class SparseSharingTrainer:
             self.log(f"search {task}: chose round {best[0]} ({metric} {best[1]:.5f})")
         return TaskMasks(self.structure, base.layer_names, chosen_masks), rounds, chosen
 
-    def joint(self, train: Split, masks: TaskMasks) -> MaskedNetwork:
-        """Step 3: rewind to θ and train every task through its own mask."""
+    def joint(self, train: SplitStream, masks: TaskMasks, valid: SplitStream | None = None,
+              epochs: int | None = None, patience: int | None = None) -> MaskedNetwork:
+        """Step 3: rewind to θ and train every task through its own mask (``sparse.schedule``).
+
+        ``epochs`` overrides ``sparse.joint_epochs`` / ``training.epochs``; with ``valid`` the
+        engine scores every epoch (and stops early with ``patience``, default ``training.patience``).
+        """
         if self.theta is None:
             raise RuntimeError("run warmup() before joint()")
         masks.check_compatible(self.model)
         self.rewind(masks)
-        epochs = self.sc.joint_epochs or self.config.training.epochs
+        epochs = epochs or self.sc.joint_epochs or self.config.training.epochs
+        patience = patience if patience is not None else (self.config.training.patience if valid is not None else None)
         self.log(f"joint training ({self.sc.schedule}): {epochs} epoch(s)")
-        if self.sc.schedule == "alternate":
-            self._run_alternate_epochs(train, epochs, self.model.task_names, "joint")
-        else:
-            self._run_joint_epochs(train, epochs, "joint")
+        self.joint_fit = self.engine.fit(train, epochs=epochs, schedule=self.sc.schedule, valid=valid,
+                                         patience=patience, callbacks=self.callbacks, label="joint")
         return self.model
 
-    def run(self, train: Split, valid: Split) -> SparseResult:
-        check_sample_spaces(train.spaces, "train")
-        check_sample_spaces(valid.spaces, "validation")
+    def run(self, train: SplitStream, valid: SplitStream) -> SparseResult:
+        train.check_sample_spaces()
+        valid.check_sample_spaces()
         t0 = time.perf_counter()
         self.warmup(train)
         t1 = time.perf_counter()
+        s0 = self.engine.steps_taken
         masks, rounds, chosen = self.search(train, valid)
         t2 = time.perf_counter()
-        self.joint(train, masks)
+        s1 = self.engine.steps_taken
+        self.joint(train, masks, valid)
         t3 = time.perf_counter()
-        return SparseResult(self.model, masks, rounds, chosen, {"warmup": t1 - t0, "search": t2 - t1, "joint": t3 - t2})
+        steps = {"warmup": self.warmup_fit.steps, "search": s1 - s0, "joint": self.engine.steps_taken - s1}
+        return SparseResult(self.model, masks, rounds, chosen, {"warmup": t1 - t0, "search": t2 - t1, "joint": t3 - t2},
+                            steps, self.joint_fit)

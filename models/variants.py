@@ -2,24 +2,32 @@
 
 All variants take the encoded feature dict (see ``models.features.input_signature``)
 and return ``{task: [B] probability}``. They share :class:`MultiTaskModel`, whose
-``train_step`` computes each task's loss over its own sample space and the
-weighted sum ``L = sum_k w_k L_k`` (Eq. 2). Training data is
-``(inputs, {task: label}, {task: in-space 0/1})``.
+``compute_losses`` gives each task's loss over its own sample space; the one training
+loop is ``models.engine.Engine`` (``L = sum_k w_k L_k``, Eq. 2). Models take typed config
+sections and are registered Keras serializables (``ncs>ClassName``).
 """
 
 from __future__ import annotations
 
-import json
-
 import tensorflow as tf
 
-from models.config import MultiCategoricalFeature, NumericFeature, ProjectConfig
-from models.features import table_of
+from models.config import (
+    ModelConfig,
+    MultiCategoricalFeature,
+    NumericFeature,
+    ProjectConfig,
+    TaskConfig,
+    TuningConfig,
+)
+from models.features import input_signature, table_of
 from models.layers import MLP, CGCLevel, FeatureEmbedding, Interaction, MaskedMLP
-from models.losses import task_loss, weighted_total
+from models.losses import task_loss
+
+_serializable = tf.keras.utils.register_keras_serializable(package="ncs")
 
 
-def _fields(config: ProjectConfig):
+def feature_fields(config: ProjectConfig) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """``([(feature, table, kind)], [numeric feature])``: what :class:`FeatureEmbedding` reads."""
     fields, numeric = [], []
     for f in config.features:
         if isinstance(f, NumericFeature):
@@ -30,19 +38,28 @@ def _fields(config: ProjectConfig):
 
 
 class MultiTaskModel(tf.keras.Model):
-    """Base class. Subclasses implement ``call(inputs) -> {task: [B]}``."""
+    """Base class. Subclasses implement ``call(inputs) -> {task: [B]}``.
+
+    Args (typed config sections, not the project file):
+      tables: ``{table: (rows, dim)}`` embedding tables.
+      fields, numeric: the model inputs (:func:`feature_fields`).
+      model: :class:`ModelConfig`; ``tasks``: the :class:`TaskConfig` s; ``tuning``: :class:`TuningConfig`
+        (each also accepted as its ``model_dump()`` dict, which is what ``get_config`` stores).
+    """
 
     variant = "base"
 
-    def __init__(self, config_json: str, tables: dict, **kwargs):
+    def __init__(self, tables: dict, fields: list, numeric: list, model, tasks, tuning=None, **kwargs):
         super().__init__(**kwargs)
-        self._config_json = config_json
-        self.project = ProjectConfig.model_validate_json(config_json)
+        self.model_config = ModelConfig.model_validate(model)
+        self.tasks = [TaskConfig.model_validate(t) for t in tasks]
+        self.tuning = TuningConfig.model_validate(tuning or {})
         self.table_spec = {k: tuple(v) for k, v in tables.items()}
-        self.tasks = list(self.project.tasks)
+        self.fields = [tuple(f) for f in fields]
+        self.numeric = list(numeric)
         self.task_names = [t.name for t in self.tasks]
-        # loss weights live in variables so a callback can change them between epochs
-        # (PLE's dynamic weights) without retracing the compiled train step
+        # loss weights live in variables so the engine can change them between epochs
+        # (PLE's dynamic weights) without retracing the compiled step
         self.task_weights = {
             t.name: tf.Variable(float(t.weight), trainable=False, dtype=tf.float32, name=f"{t.name}_loss_weight")
             for t in self.tasks
@@ -50,42 +67,46 @@ class MultiTaskModel(tf.keras.Model):
 
     # ---- building blocks
     def _front(self, name: str):
-        fields, numeric = _fields(self.project)
-        emb = FeatureEmbedding(self.table_spec, fields, numeric, self.project.model.embedding_dim, name=f"{name}_embedding")
-        return emb, Interaction(self.project.model.interaction, name=f"{name}_interaction")
+        emb = FeatureEmbedding(self.table_spec, self.fields, self.numeric, self.model_config.embedding_dim,
+                               name=f"{name}_embedding")
+        return emb, Interaction(self.model_config.interaction, name=f"{name}_interaction")
 
     @staticmethod
     def _head(task: str):
         return tf.keras.layers.Dense(1, activation="sigmoid", name=f"{task}_head")
 
-    # ---- losses
-    def task_losses(self, labels: dict, preds: dict, spaces: dict) -> dict:
-        return {t.name: task_loss(t, labels[t.name], preds[t.name], spaces[t.name]) for t in self.tasks}
+    # ---- losses (the engine's step calls compute_losses)
+    def task_losses(self, labels: dict, preds: dict, spaces: dict, tasks=None) -> dict:
+        """``{task: scalar}`` loss of each task over its own sample space (rows weighted by ``spaces``)."""
+        return {t.name: task_loss(t, labels[t.name], preds[t.name], spaces[t.name])
+                for t in self.tasks if tasks is None or t.name in tasks}
 
-    def train_step(self, data):
-        x, y, w = data
-        with tf.GradientTape() as tape:
-            preds = self(x, training=True)
-            losses = self.task_losses(y, preds, w)
-            total = weighted_total(losses, self.tasks, self.task_weights)
-        grads = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None]
-        )
-        return {"loss": total, **{f"{k}_loss": v for k, v in losses.items()}}
+    def task_predictions(self, inputs, tasks, training=False) -> dict:
+        """Predictions the losses of ``tasks`` need (default: every head)."""
+        return self(inputs, training=training)
 
-    def test_step(self, data):
-        x, y, w = data
-        preds = self(x, training=False)
-        losses = self.task_losses(y, preds, w)
-        return {"loss": weighted_total(losses, self.tasks, self.task_weights), **{f"{k}_loss": v for k, v in losses.items()}}
+    def compute_losses(self, x, y, w, tasks, training=True) -> dict:
+        """``{task: loss}`` for ``tasks`` on one batch: the engine's forward pass."""
+        return self.task_losses(y, self.task_predictions(x, tasks, training=training), w, tasks)
+
+    def stream_task(self, task: str) -> str:
+        """Whose sample space the ``alternate`` schedule streams for ``task`` (its own by default)."""
+        return task
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
         return self(x, training=False)
 
     def get_config(self):
-        return {"config_json": self._config_json, "tables": self.table_spec}
+        return {
+            "tables": self.table_spec,
+            "fields": self.fields,
+            "numeric": self.numeric,
+            "model": self.model_config.model_dump(),
+            "tasks": [t.model_dump() for t in self.tasks],
+            "tuning": self.tuning.model_dump(),
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -97,9 +118,9 @@ class SingleTaskModels(MultiTaskModel):
 
     variant = "single"
 
-    def __init__(self, config_json, tables, **kwargs):
-        super().__init__(config_json, tables, **kwargs)
-        m = self.project.model
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
+        m = self.model_config
         self.fronts = {t: self._front(t) for t in self.task_names}
         self.mlps = {t: MLP(m.mlp, m.activation, name=f"{t}_mlp") for t in self.task_names}
         self.heads = {t: self._head(t) for t in self.task_names}
@@ -117,9 +138,9 @@ class LayerSharing(MultiTaskModel):
 
     variant = "layer"
 
-    def __init__(self, config_json, tables, **kwargs):
-        super().__init__(config_json, tables, **kwargs)
-        m = self.project.model
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
+        m = self.model_config
         self.embedding, self.interaction = self._front("shared")
         self.towers = {t: MLP(m.mlp, m.activation, name=f"{t}_tower") for t in self.task_names}
         self.heads = {t: self._head(t) for t in self.task_names}
@@ -134,9 +155,9 @@ class SharedBottom(MultiTaskModel):
 
     variant = "shared_bottom"
 
-    def __init__(self, config_json, tables, **kwargs):
-        super().__init__(config_json, tables, **kwargs)
-        m = self.project.model
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
+        m = self.model_config
         self.embedding, self.interaction = self._front("shared")
         self.bottom = MLP(m.mlp, m.activation, name="shared_bottom")
         self.towers = {t: MLP(m.tower, m.activation, name=f"{t}_tower") for t in self.task_names}
@@ -155,10 +176,10 @@ class GatedExperts(MultiTaskModel):
     ``ple``: ``ple_levels`` (>= 2) stacked CGC levels (progressive layered extraction).
     """
 
-    def __init__(self, config_json, tables, variant="mmoe", **kwargs):
-        super().__init__(config_json, tables, **kwargs)
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, variant="mmoe", **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
         self.variant = variant
-        m = self.project.model
+        m = self.model_config
         T = len(self.task_names)
         self.embedding, self.interaction = self._front("shared")
         if variant == "mmoe":
@@ -206,10 +227,10 @@ class ESMM(MultiTaskModel):
 
     variant = "esmm"
 
-    def __init__(self, config_json, tables, **kwargs):
-        super().__init__(config_json, tables, **kwargs)
-        m = self.project.model
-        self.parents = esmm_parents(self.project)
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
+        m = self.model_config
+        self.parents = esmm_parents(self.tasks)
         self.embedding, self.interaction = self._front("shared")
         self.towers = {t: MLP(m.mlp, m.activation, name=f"{t}_tower") for t in self.task_names}
         self.heads = {t: self._head(t) for t in self.task_names}
@@ -218,9 +239,15 @@ class ESMM(MultiTaskModel):
         x = self.interaction(self.embedding(inputs))
         return {t: tf.squeeze(self.heads[t](self.towers[t](x)), -1) for t in self.task_names}
 
-    def task_losses(self, labels, preds, spaces):
+    def stream_task(self, task: str) -> str:
+        # a conditional task trains through p_parent * p_task over the parent's space
+        return self.parents.get(task, task)
+
+    def task_losses(self, labels, preds, spaces, tasks=None):
         out = {}
         for t in self.tasks:
+            if tasks is not None and t.name not in tasks:
+                continue
             parent = self.parents.get(t.name)
             if parent is None:
                 out[t.name] = task_loss(t, labels[t.name], preds[t.name], spaces[t.name])
@@ -231,11 +258,11 @@ class ESMM(MultiTaskModel):
         return out
 
 
-def esmm_parents(config: ProjectConfig) -> dict[str, str]:
+def esmm_parents(tasks: list[TaskConfig]) -> dict[str, str]:
     """``{conditional task: parent task}`` for ESMM; raises if a space cannot be chained."""
-    label_of = {t.label.column: t.name for t in config.tasks if t.type == "binary" and hasattr(t.label, "column")}
+    label_of = {t.label.column: t.name for t in tasks if t.type == "binary" and hasattr(t.label, "column")}
     parents = {}
-    for t in config.tasks:
+    for t in tasks:
         clause = t.where_clause
         if clause is None:
             continue
@@ -260,9 +287,9 @@ class MaskedNetwork(MultiTaskModel):
 
     variant = "masked"
 
-    def __init__(self, config_json, tables, use_masks: bool = True, **kwargs):
-        super().__init__(config_json, tables, **kwargs)
-        m, tuning = self.project.model, self.project.tuning
+    def __init__(self, tables, fields, numeric, model, tasks, tuning=None, use_masks: bool = True, **kwargs):
+        super().__init__(tables, fields, numeric, model, tasks, tuning, **kwargs)
+        m, tuning = self.model_config, self.tuning
         self.use_masks = use_masks
         self.embedding, self.interaction = self._front("shared")
         # "bigger net" tuning: widen the over-parameterized MLP before pruning it
@@ -274,11 +301,10 @@ class MaskedNetwork(MultiTaskModel):
         # each task filling them with its own view)
         self.views = {}
         if tuning.multi_view_dim > 0:
-            fields, numeric = _fields(self.project)
             dv = tuning.multi_view_dim
             view_tables = {k: (rows, dv) for k, (rows, _) in self.table_spec.items()}
             self.views = {
-                t: FeatureEmbedding(view_tables, fields, numeric, dv, name=f"{t}_view") for t in self.task_names
+                t: FeatureEmbedding(view_tables, self.fields, self.numeric, dv, name=f"{t}_view") for t in self.task_names
             }
 
     def task_input(self, shared, inputs, task: str):
@@ -299,6 +325,14 @@ class MaskedNetwork(MultiTaskModel):
         t = self.task_names[task_index]
         x = self.interaction(self.embedding(inputs))
         return tf.squeeze(self.heads[t](self.mlp(self.task_input(x, inputs, t), task=task_index)), -1)
+
+    def task_predictions(self, inputs, tasks, training=False):
+        # only the heads asked for: a task step never runs (or differentiates) another task's mask
+        x = self.interaction(self.embedding(inputs))
+        return {
+            t: tf.squeeze(self.heads[t](self.mlp(self.task_input(x, inputs, t), task=self.task_names.index(t))), -1)
+            for t in tasks
+        }
 
     @property
     def masked_layers(self):
@@ -322,15 +356,24 @@ _REGISTRY = {
 }
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in set(_REGISTRY.values())}
+for _cls in CUSTOM_OBJECTS.values():
+    _serializable(_cls)
+
+
+def dummy_inputs(config: ProjectConfig, rows: int = 1) -> dict:
+    """All-zero model inputs of ``rows`` rows (id 0 = padding): builds a model's variables without data."""
+    return {k: tf.zeros([rows] + list(s.shape[1:]), s.dtype) for k, s in input_signature(config).items()}
 
 
 def build_model(config: ProjectConfig, tables: dict, variant: str | None = None, seed: int | None = None, **kwargs):
-    """Build and initialize a variant.
+    """Build and initialize a variant (call it inside ``strategy.scope()`` to distribute it).
 
     Args:
-      config: the project config (``config.model.variant`` unless ``variant`` given).
+      config: the project config (``config.model.variant`` unless ``variant`` given); the
+        model keeps only its typed sections (model, tasks, tuning) and the feature layout.
       tables: ``{table: EmbeddingTable}`` or ``{table: (rows, dim)}``.
       seed: seeds Python, NumPy and TensorFlow before the weights are created.
+    Returns the model with its variables created.
     """
     variant = variant or config.model.variant
     if variant not in _REGISTRY:
@@ -342,10 +385,10 @@ def build_model(config: ProjectConfig, tables: dict, variant: str | None = None,
     if cls is GatedExperts:
         kwargs["variant"] = variant
     if variant == "esmm":
-        esmm_parents(config)  # fail early with a clear message
-    model = cls(config.model_dump_json(), spec, name=variant, **kwargs)
+        esmm_parents(config.tasks)  # fail early with a clear message
+    fields, numeric = feature_fields(config)
+    model_section = config.model.model_copy(update={"variant": variant})
+    model = cls(spec, fields, numeric, model_section.model_dump(), [t.model_dump() for t in config.tasks],
+                config.tuning.model_dump(), name=variant, **kwargs)
+    model(dummy_inputs(config))
     return model
-
-
-def config_json_of(model: MultiTaskModel) -> dict:
-    return json.loads(model._config_json)

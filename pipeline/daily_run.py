@@ -159,10 +159,8 @@ def unique_counts(stats, columns: list[str]) -> dict[str, int]:
 
 def check_masks(config: ProjectConfig, masks_uri: str) -> str | None:
     """``None`` when the masks at ``masks_uri`` fit the network the config builds, else why not."""
-    import tensorflow as tf
-
     from components.mask_search import load_masks_artifact
-    from models.features import FeatureStats, embedding_tables, input_signature
+    from models.features import embedding_tables
     from models.masks import MaskShapeError
     from models.variants import build_model
 
@@ -173,8 +171,7 @@ def check_masks(config: ProjectConfig, masks_uri: str) -> str | None:
     if masks.structure != config.model.variant:
         return f"masks at {masks_uri} are {masks.structure!r} masks, the config trains {config.model.variant!r}"
     vocab = {f.name: ["x"] for f in config.features if getattr(f, "vocab_size", None) is not None}
-    model = build_model(config, embedding_tables(config, FeatureStats(vocab, {}, {})), seed=0)
-    model({k: tf.zeros([2] + list(s.shape[1:]), s.dtype) for k, s in input_signature(config).items()})
+    model = build_model(config, embedding_tables(config, vocab), seed=0)
     try:
         masks.check_compatible(model, source=f"masks at {masks_uri}")
     except MaskShapeError as err:

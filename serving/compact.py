@@ -104,8 +104,8 @@ class CompactNetwork(tf.Module):
 
 def compact(model) -> CompactNetwork:
     """Compact a trained :class:`~models.variants.MaskedNetwork` (masks already applied)."""
-    structure = model.project.model.variant if model.project.model.variant in ("connection", "neuron") else "connection"
-    act_name = model.project.model.activation
+    structure = model.model_config.variant if model.model_config.variant in ("connection", "neuron") else "connection"
+    act_name = model.model_config.activation
     activation = tf.keras.activations.get(act_name)
 
     def act_np(v):  # the constant output of dead units, with the network's own activation
@@ -172,7 +172,6 @@ def rebuild_masked_network(model_dir: str, transform_graph: str):
 
     from components.data import embedding_tables_from_transform
     from models.config import SPARSE_VARIANTS, ProjectConfig
-    from models.features import input_signature
     from models.variants import build_model
     from models.warm_start import load_warm_start
     from serving.export import ASSETS_EXTRA
@@ -188,8 +187,6 @@ def rebuild_masked_network(model_dir: str, transform_graph: str):
     tft_output = tft.TFTransformOutput(transform_graph)
     tables = embedding_tables_from_transform(config, tft_output)
     model = build_model(config, tables, seed=0)
-    dummy = {k: tf.zeros([2] + list(s.shape[1:]), s.dtype) for k, s in input_signature(config).items()}
-    model(dummy)
     load_warm_start(model, tables, str(root / "warm_start"))
     return model, config, tft_output
 
