@@ -156,3 +156,31 @@ def test_values_outside_the_domain_and_garbage_examples_over_grpc(stub):
     examples = serialize_examples(ROWS[:2]) + [b"\x08\xff garbage"]
     msg = rejected(stub, request("serving_default", examples=tf.make_tensor_proto(np.array(examples, dtype=object))))
     assert msg.startswith("inputs[\"examples\"][2]: not a serialized tf.Example"), msg
+
+
+def test_grpc_message_size_and_concurrency_are_bounded(make_server, monkeypatch):
+    srv = make_server(max_body_bytes=64 * 1024, max_in_flight=1)
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    big = request("serving_default", examples=tf.make_tensor_proto(np.array([b"x" * 100_000], dtype=object)))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(big, timeout=30)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    loaded, real = srv.registry.latest, srv.registry.latest.run
+    monkeypatch.setattr(loaded, "run", lambda *a, **k: time.sleep(1.0) or real(*a, **k))
+    codes = []
+
+    def call():
+        try:
+            stub.Predict(request(**good_inputs()), timeout=30)
+            codes.append("OK")
+        except grpc.RpcError as err:
+            codes.append(err.code().name)
+
+    first = threading.Thread(target=call)
+    first.start()
+    time.sleep(0.3)
+    call()  # while the first is in flight
+    first.join()
+    assert sorted(codes) == ["OK", "RESOURCE_EXHAUSTED"], codes
+    channel.close()
