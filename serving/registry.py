@@ -108,9 +108,11 @@ class LoadedVersion:
         try:
             out = self.signatures[signature](**tensors)
         except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as err:
+            where = root
             if examples:
                 locate_bad_example(tensors[examples].numpy(), self.rules, lambda i: at(examples, i))
-            raise invalid(f"{root}: the model rejected the request: {tf_error_summary(err)}") from None
+                where = f"{root}: input \"{examples}\""
+            raise invalid(f"{where}: the model rejected the request: {tf_error_summary(err)}") from None
         return {k: v.numpy() for k, v in out.items()}
 
 

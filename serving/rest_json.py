@@ -213,6 +213,9 @@ def _check_rows(field: str, values) -> None:
 def inputs_from_body(body: dict, specs: dict, max_rows: int):
     """``(arrays by input name, format, at(name, i) -> field path, root field)`` from a parsed body.
 
+    ``at(name, i)`` is the prefix of an error about row ``i`` of input ``name``: ``instances[i].name``,
+    ``inputs.name[i]``, or for bare values ``instances[i]: input "name"``.
+
     Row format: every instance carries every input (a single-input signature also takes bare
     values). Columnar format: one list per input, all of the same length.
     """
@@ -228,7 +231,7 @@ def inputs_from_body(body: dict, specs: dict, max_rows: int):
             (name,) = names
             values = [r[name] if isinstance(r, dict) and set(r) == {name} else r for r in rows]
             if not (isinstance(rows[0], dict) and set(rows[0]) == {name}):
-                at = lambda n, i: f"instances[{i}]"  # noqa: E731 - bare values: the row is the value
+                at = lambda n, i: f"instances[{i}]: input \"{n}\""  # noqa: E731 - bare values: the row is the value
             else:
                 at = lambda n, i: f"instances[{i}].{n}"  # noqa: E731
             return {name: array_from_json(values, specs[name], lambda i: at(name, i))}, "row", at, "instances"
@@ -269,7 +272,7 @@ def inputs_from_body(body: dict, specs: dict, max_rows: int):
     if len(names) != 1:
         raise invalid(f"inputs: expected an object of named inputs ({_input_list(names)}), got {type(inputs).__name__}")
     (name,) = names
-    at = lambda n, i: f"inputs[{i}]"  # noqa: E731
+    at = lambda n, i: f"inputs[{i}]: input \"{n}\""  # noqa: E731
     batched = specs[name].shape.rank != 0
     if batched:
         _check_rows("inputs", inputs)

@@ -134,15 +134,16 @@ def make_rest_app(registry: ModelRegistry, limits: Limits | int = Limits()):
             registry.get(name, version)  # 404 / 503 before reading a body
             if request.content_length is not None and request.content_length > limits.max_body_bytes:
                 return _too_large(web, request.content_length, limits)
+            budget, which = min((limits.read_timeout, "--read-timeout"), (deadline - loop.time(), "--request-timeout"))
             try:
-                raw = await asyncio.wait_for(request.read(), min(limits.read_timeout, deadline - loop.time()))
+                raw = await asyncio.wait_for(request.read(), budget)
             except asyncio.TimeoutError:
-                resp = web.json_response({"error": f"request body: not received within {limits.read_timeout:g} s "
-                                                   "(--read-timeout)"}, status=408)
-                resp.force_close()
-                return resp
+                return _closing(web.json_response({"error": f"request body: not received within {budget:.3g} s ({which})"}, status=408))
             except web.HTTPRequestEntityTooLarge:
                 return _too_large(web, None, limits)
+            except Exception as err:  # noqa: BLE001 - a malformed (e.g. chunked) body or a client gone mid-body
+                return _closing(web.json_response({"error": f"request body: could not be read: {type(err).__name__}: "
+                                                            f"{str(err)[:120]}"}, status=400))
             work = pool.submit(predict_sync, registry, name, version, raw, request.charset, limits)
             handed_off = True
 
@@ -183,12 +184,15 @@ async def _shutdown(pool):
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _closing(resp):
+    resp.force_close()  # no keep-alive: the rest of the body is not read as a next request
+    return resp
+
+
 def _too_large(web, size, limits: Limits):
     got = f" ({size} bytes)" if size is not None else ""
-    resp = web.json_response({"error": f"request body: larger than the limit of {limits.max_body_bytes} bytes{got} "
-                                       "(--max-body-bytes); split the batch"}, status=413)
-    resp.force_close()  # do not read the rest of an oversized body
-    return resp
+    return _closing(web.json_response({"error": f"request body: larger than the limit of {limits.max_body_bytes} bytes{got} "
+                                                "(--max-body-bytes); split the batch"}, status=413))
 
 
 def signature_def_json(sig) -> dict:

@@ -76,9 +76,9 @@ def nested(depth: int) -> bytes:
 
 CASES_400 = [
     # (id, raw body, path, headers, field the error starts with)
-    ("nested-900", nested(900), PREDICT, None, "instances[0]"),
+    ("nested-900", nested(900), PREDICT, None, "instances[0]: input \"examples\": expected a single value, got a list"),
     ("nested-5000", nested(5000), PREDICT, None, "request body: JSON nested too deeply"),
-    ("nested-900-columnar", b'{"inputs": ' + b"[" * 900 + b"]" * 900 + b"}", PREDICT, None, "inputs[0]"),
+    ("nested-900-columnar", b'{"inputs": ' + b"[" * 900 + b"]" * 900 + b"}", PREDICT, None, "inputs[0]: input \"examples\": expected a single"),
     ("version-5000-digits", json.dumps({"instances": [b64(b"")]}).encode(), "/v1/models/ctr_cvr/versions/" + "9" * 5000 + ":predict",
      None, "version: "),
     ("int-5000-digits", b'{"signature_name": "serving_raw", "instances": [{"watch": 1, "page": "home", "duration": ' + b"7" * 5000 + b"}]}",
@@ -109,8 +109,8 @@ CASES_400 = [
     ("both-formats", b'{"instances": [1], "inputs": [2]}', PREDICT, None, "request body: must have exactly one of"),
     ("no-rows", b'{"instances": []}', PREDICT, None, "instances: empty list"),
     ("instances-not-list", b'{"instances": {"a": 1}}', PREDICT, None, "instances: expected a list"),
-    ("example-not-b64", b'{"instances": [{"b64": "%%%"}]}', PREDICT, None, "instances[0]: invalid base64"),
-    ("example-number", b'{"instances": [3]}', PREDICT, None, "instances[0]: expected a string, got a number"),
+    ("example-not-b64", b'{"instances": [{"b64": "%%%"}]}', PREDICT, None, "instances[0]: input \"examples\": invalid base64"),
+    ("example-number", b'{"instances": [3]}', PREDICT, None, "instances[0]: input \"examples\": expected a string, got a number"),
     ("string-for-float", b'{"signature_name": "serving_raw", "inputs": {"watch": ["x"], "page": ["home"], "duration": [3]}}',
      PREDICT, None, "inputs.watch[0]: expected a number (float32), got a string"),
     ("bool-for-int", b'{"signature_name": "serving_raw", "inputs": {"watch": [1], "page": ["home"], "duration": [true]}}',
@@ -142,17 +142,18 @@ def test_garbage_tf_examples_name_the_row_and_the_input(shared_server, make_serv
     wrong_type = serialize_examples([{"watch": 0.5, "page": "home", "duration": "long"}])[0]
     # a model with its raw feature spec stored: the row, the input and the feature are named
     msg = error_of(post(shared_server, {"instances": [b64(good[0]), b64(b"\x08\xff\xff garbage"), b64(good[1])]}))
-    assert msg.startswith("instances[1]: not a serialized tf.Example"), msg
+    assert msg.startswith("instances[1]: input \"examples\": not a serialized tf.Example"), msg
     msg = error_of(post(shared_server, {"inputs": [b64(good[0]), b64(good[1]), b64(missing)]}))
-    assert msg.startswith("inputs[2]: tf.Example feature \"duration\" is missing"), msg
+    assert msg.startswith("inputs[2]: input \"examples\": tf.Example feature \"duration\" is missing"), msg
     msg = error_of(post(shared_server, {"instances": [{"examples": b64(wrong_type)}]}))
     assert msg.startswith("instances[0].examples: tf.Example feature \"duration\" is a bytes_list, the model needs a int64_list"), msg
     # a SavedModel without a stored spec: TensorFlow's parse error, without "Graph execution error:", naming the input
     plain = make_server("plain")
     msg = error_of(post(plain, {"instances": [b64(good[0]), b64(b"\x08\xff\xff garbage")]}))
-    assert msg.startswith("instances[1]: not a serialized tf.Example"), msg
+    assert msg.startswith("instances[1]: input \"examples\": not a serialized tf.Example"), msg
     msg = error_of(post(plain, {"instances": [b64(good[0]), b64(missing)]}))
-    assert msg.startswith("instances: the model rejected the request: ") and "duration" in msg, msg
+    assert msg.startswith("instances: input \"examples\": the model rejected the request: Name: <unknown>, Feature: duration "
+                          "(data type: int64) is required but could not be found."), msg
     assert "Graph execution error" not in msg and "node" not in msg, msg
     # and the good ones still answer
     assert post(plain, {"instances": [b64(e) for e in good]}).status_code == 200
@@ -171,7 +172,7 @@ def test_values_outside_the_schema_domain_are_400(shared_server):
     # through serving_default: the serialized example's feature is checked the same way
     ex = serialize_examples([ROWS[0], ROWS[1], raw_row])
     msg = error_of(post(shared_server, {"instances": [b64(e) for e in ex]}))
-    assert msg.startswith("instances[2]: tf.Example feature \"duration\" = -30 is outside") and "min 1" in msg, msg
+    assert msg.startswith("instances[2]: input \"examples\": tf.Example feature \"duration\" = -30 is outside") and "min 1" in msg, msg
     # a float above its max, a string outside a domain the schema does not let values leave
     msg = error_of(post(shared_server, {"signature_name": "serving_raw", "instances": [{**ROWS[0], "watch": 5000.0}]}))
     assert msg.startswith("instances[0].watch: 5000.0 is outside") and "max 1000" in msg, msg
@@ -179,7 +180,7 @@ def test_values_outside_the_schema_domain_are_400(shared_server):
     assert msg.startswith("instances[0].page: 'nope' is outside") and "one of channel, home, related, search" in msg, msg
     ex = serialize_examples([{**ROWS[0], "watch": float("nan")}])
     msg = error_of(post(shared_server, {"instances": [b64(e) for e in ex]}))
-    assert msg.startswith("instances[0]: tf.Example feature \"watch\" = nan is not a finite number"), msg
+    assert msg.startswith("instances[0]: input \"examples\": tf.Example feature \"watch\" = nan is not a finite number"), msg
     # at the edges of the domain: served
     ok = [{"watch": 0.0, "page": "channel", "duration": 1}, {"watch": 1000.0, "page": "related", "duration": 10**9}]
     r = post(shared_server, {"signature_name": "serving_raw", "instances": ok})
