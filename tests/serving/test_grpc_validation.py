@@ -30,7 +30,7 @@ def request(signature="serving_raw", **inputs) -> predict_pb2.PredictRequest:
     return req
 
 
-def declared(dtype, dims, **values) -> tf.make_tensor_proto:
+def declared(dtype, dims, **values):
     """A TensorProto declaring ``dims`` and carrying only ``values`` (e.g. ``float_val=[1.0]``)."""
     p = tf.make_tensor_proto(np.zeros([0], dtype.as_numpy_dtype) if dtype != tf.string else np.array([], dtype=object))
     p.Clear()
@@ -96,7 +96,7 @@ def test_a_tiny_request_declaring_50_million_rows_is_rejected_without_allocating
         seconds = time.perf_counter() - t0
         assert "batch of 50000000 rows exceeds the limit of 100" in msg and "inputs[\"" in msg, msg
         # before: 0.26 s / +201 MB (one input), 19.7 s / +3.4 GB (all three); now nothing is decoded
-        assert seconds < 1.0 and mem.grown_mb < 50, (seconds, mem.grown_mb)
+        assert seconds < 2.0 and mem.grown_mb < 50, (seconds, mem.grown_mb)
     assert decoded.count(tf.float32.as_datatype_enum) == 0 and decoded.count(tf.string.as_datatype_enum) == 0
     # a good request afterwards is decoded and answered
     assert set(stub.Predict(request(**good_inputs()), timeout=30).outputs) == {"ctr", "cvr", "rank_score"}

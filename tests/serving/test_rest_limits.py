@@ -98,22 +98,22 @@ def test_requests_past_the_in_flight_bound_get_503_with_retry_after(make_server,
     assert [r[0] for r in results] == [200, 200, 503], results
     busy = results[2]
     assert busy[1] == "1" and busy[2]["error"].startswith("server: 2 predict requests in flight, the limit is 2"), busy
-    assert busy[3] < 0.8  # answered at once, not queued behind the slow ones
+    assert busy[3] < min(results[0][3], results[1][3])  # answered at once, not queued behind the slow ones
     # the slots are free again once the work is done
     assert httpx.post(url(srv), json=RAW_BODY, timeout=10).status_code == 200
 
 
 def test_a_request_not_answered_in_time_is_504_and_its_slot_is_held_until_the_work_ends(make_server, monkeypatch):
     srv = make_server(max_in_flight=1, request_timeout=0.5)
-    slow_model(srv, monkeypatch, 1.5)
+    slow_model(srv, monkeypatch, 2.0)
     t0 = time.perf_counter()
     r = httpx.post(url(srv), json=RAW_BODY, timeout=10)
     assert r.status_code == 504 and r.json()["error"].startswith("request: not answered within 0.5 s (--request-timeout)"), r.text
-    assert time.perf_counter() - t0 < 1.2
+    assert time.perf_counter() - t0 < 1.8  # before the model finished
     # the model is still busy with it: the bound counts that work, not just open connections
     r = httpx.post(url(srv), json=RAW_BODY, timeout=10)
     assert r.status_code == 503, r.text
-    time.sleep(1.5)
+    time.sleep(max(0.0, 2.2 - (time.perf_counter() - t0)))
     monkeypatch.undo()
     assert httpx.post(url(srv), json=RAW_BODY, timeout=10).status_code == 200
 
@@ -121,11 +121,12 @@ def test_a_request_not_answered_in_time_is_504_and_its_slot_is_held_until_the_wo
 def test_parsing_runs_off_the_event_loop(make_server, monkeypatch):
     srv = make_server()
     real = serving.rest_json.parse_body
-    parsing = threading.Event()
+    parsing, parsed = threading.Event(), threading.Event()
 
     def slow_parse(text, max_rows):
         parsing.set()
         time.sleep(1.5)  # a huge body taking long to parse
+        parsed.set()
         return real(text, max_rows)
 
     monkeypatch.setattr(serving.rest_json, "parse_body", slow_parse)
@@ -133,9 +134,8 @@ def test_parsing_runs_off_the_event_loop(make_server, monkeypatch):
     t = threading.Thread(target=lambda: result.update(r=httpx.post(url(srv), json=RAW_BODY, timeout=10)))
     t.start()
     assert parsing.wait(5)
-    t0 = time.perf_counter()
     status = httpx.get(url(srv, "/v1/models/ctr_cvr"), timeout=5)
-    assert status.status_code == 200 and time.perf_counter() - t0 < 0.5  # the loop is free
+    assert status.status_code == 200 and not parsed.is_set()  # answered while the parse runs: the loop is free
     t.join()
     assert result["r"].status_code == 200
 
@@ -154,7 +154,7 @@ def test_a_good_request_is_not_stalled_by_oversized_ones(make_server):
 
     *bigs, good = in_threads(send, 5)
     assert bigs == [413] * 4
-    assert good[0] == 200 and good[1] < 1.0, good
+    assert good[0] == 200 and good[1] < 2.0, good  # (before: 54 s behind four 65 MB bodies)
 
 
 def _read_response(s: socket.socket) -> str:
@@ -188,13 +188,13 @@ def test_slow_clients_are_cut_off_after_the_read_timeout(make_server):
         s.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b'{"instances": ')
         data, took = _recv_all(s, 5)
     assert data.startswith(b"HTTP/1.1 408") and b"request body: not received within 0.5 s" in data, data
-    assert 0.4 < took < 2.0
+    assert 0.4 < took < 3.0
     # headers that never finish: the same
     with socket.create_connection(("127.0.0.1", srv.rest_port)) as s:
         s.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Le".encode())
         data, took = _recv_all(s, 5)
     assert data.startswith(b"HTTP/1.1 408") and b"request: headers not received within 0.5 s" in data, data
-    assert 0.4 < took < 2.0
+    assert 0.4 < took < 3.0
     # a connection that sends nothing at all
     with socket.create_connection(("127.0.0.1", srv.rest_port)) as s:
         data, took = _recv_all(s, 5)
