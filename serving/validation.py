@@ -60,6 +60,7 @@ class FeatureRule:
     min: float | None = None
     max: float | None = None
     values: frozenset | None = None  # enforced string domain (bytes); None = any string
+    default: object = None  # a fixed-length feature's default_value (then it may be absent)
 
     @classmethod
     def from_json(cls, name: str, d: dict) -> "FeatureRule":
@@ -68,7 +69,7 @@ class FeatureRule:
         if dom.get("values") is not None and float(dom.get("min_domain_mass", 1.0)) >= 1.0:
             values = frozenset(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in dom["values"])
         return cls(name, str(d["dtype"]), tuple(int(s) for s in d.get("shape") or ()), d.get("kind") == "varlen",
-                   dom.get("min"), dom.get("max"), values)
+                   dom.get("min"), dom.get("max"), values, d.get("default"))
 
     def describe(self) -> str:
         parts = []
@@ -120,6 +121,11 @@ def raw_features_json(serving_spec: dict, schema=None) -> dict:
     for k, v in serving_spec.items():
         entry = {"dtype": v.dtype.name, "shape": list(getattr(v, "shape", []) or []),
                  "kind": "fixed" if hasattr(v, "shape") else "varlen"}
+        default = getattr(v, "default_value", None)
+        if default is not None:
+            d = np.asarray(default)
+            entry["default"] = (np.vectorize(lambda x: x.decode() if isinstance(x, bytes) else str(x), otypes=[object])(d)
+                                if v.dtype.name == "string" else d).tolist()
         if k in domains:
             entry["domain"] = domains[k]
         out[k] = entry
@@ -407,7 +413,8 @@ def check_tensor_proto(name: str, proto, spec, max_batch: int) -> None:
 def parse_spec(rules: dict[str, FeatureRule]) -> dict:
     import tensorflow as tf
 
-    return {k: (tf.io.VarLenFeature(tf.as_dtype(r.dtype)) if r.varlen else tf.io.FixedLenFeature(list(r.shape), tf.as_dtype(r.dtype)))
+    return {k: (tf.io.VarLenFeature(tf.as_dtype(r.dtype)) if r.varlen
+                else tf.io.FixedLenFeature(list(r.shape), tf.as_dtype(r.dtype), default_value=r.default))
             for k, r in rules.items()}
 
 
@@ -428,7 +435,7 @@ def locate_bad_example(examples, rules: dict[str, FeatureRule], where: Locator) 
         for k, r in rules.items():
             want = _KIND.get(r.dtype)
             if k not in feats or feats[k].WhichOneof("kind") is None:
-                if not r.varlen:
+                if not r.varlen and r.default is None:
                     raise invalid(f"{where(i)}: tf.Example feature \"{k}\" is missing (the model needs it, {r.dtype})")
                 continue
             kind = feats[k].WhichOneof("kind")

@@ -204,6 +204,11 @@ def test_the_pipeline_schema_decides_per_input_what_is_enforced():
     assert rules["duration"].min == 1 and rules["duration"].shape == (1,)
     assert rules["page"].values is None  # tolerated: not enforced per value
     assert rules["hour"].min is None and rules["hour"].values is None
+    # a fixed-length feature with a default may be absent from an example
+    optional = raw_features_json({"hour": tf.io.FixedLenFeature([1], tf.int64, default_value=[12]),
+                                  "page": tf.io.FixedLenFeature([], tf.string, default_value=b"home")}, schema)
+    assert json.dumps(optional["hour"]["default"]) == "[12]" and optional["page"]["default"] == "home"
+    assert FeatureRule.from_json("hour", optional["hour"]).default == [12]
     strict = dict(stored["page"], domain={**stored["page"]["domain"], "min_domain_mass": 1.0})
     assert FeatureRule.from_json("page", strict).values == {b"channel", b"home", b"related", b"search"}
     assert np.isclose(float(stored["page"]["domain"]["min_domain_mass"]), 0.99)
