@@ -49,6 +49,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
 
     strategy = strategy or strategy_from_env(log=lambda m: logging.info("MaskedTrainer %s", m))
     chief = is_chief(strategy)
+    os.makedirs(model_dir, exist_ok=True)
     variant = config.model.variant
     tft_output = tft.TFTransformOutput(transform_uri)
     train = stream_split(examples_uri, "train", config, tft_output, transform_uri)

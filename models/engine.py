@@ -188,7 +188,8 @@ class Engine:
         """The Adam optimizer of ``key`` (``"mixed"`` or a task name), built on every trainable variable."""
         if key not in self._optimizers:
             with self.strategy.scope():
-                opt = tf.keras.optimizers.Adam(self.training.learning_rate)
+                # no XLA: compiling the update costs more than it saves on these small dense steps
+                opt = tf.keras.optimizers.Adam(self.training.learning_rate, jit_compile=False)
                 opt.build(self.model.trainable_variables)
             self._optimizers[key] = opt
         return self._optimizers[key]

@@ -118,15 +118,18 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per variant (training.seed, +1, ...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Writes results.json and report.md here.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs.")
-@click.option("--keras-verbose", type=click.IntRange(0, 2), default=0, show_default=True,
-              help="Keras fit verbosity per run; >0 also prints the mask search rounds.")
+@click.option("-v", "--verbose", "--keras-verbose", "verbose", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="1: a line per epoch and per mask-search round; 2: also a progress bar per epoch.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set sparse.schedule=joint --set model.mlp=[256,128]. Repeatable.")
-def compare(config_path, data_path, variants, seeds, out_dir, epochs, keras_verbose, overrides):
+def compare(config_path, data_path, variants, seeds, out_dir, epochs, verbose, overrides):
     """Train variants on one split over several seeds and write a Table-2-style report.
 
-    Every variant gets the same features, split and epoch budget; connection/neuron
-    additionally run the warm-up and the mask search (their cost is reported).
+    The split is transformed once by the pipeline's own preprocessing_fn (TensorFlow
+    Transform, in-process; cached under OUT/transformed) and every variant trains through
+    the same engine on the same streamed data and budget (training.epochs, or early stopping
+    with training.patience); connection/neuron additionally run the warm-up and the mask
+    search, whose wall time and optimizer steps are reported.
     """
     _legacy_keras_guard()
     from models.config import VARIANTS
@@ -140,12 +143,12 @@ def compare(config_path, data_path, variants, seeds, out_dir, epochs, keras_verb
         raise click.BadParameter(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)} or 'all'", param_hint="--variants")
 
     from data.logs import LogFormatError
-    from models.data import EmptySampleSpaceError
+    from models.data import EmptySampleSpaceError, MissingColumnError
     from pipeline.compare import SplitError, compare_main_table, run_compare
 
     try:
-        records = run_compare(cfg, data_path, names, seeds, out_dir, keras_verbose=keras_verbose, echo=click.echo)
-    except (LogFormatError, SplitError, EmptySampleSpaceError) as err:
+        records = run_compare(cfg, data_path, names, seeds, out_dir, verbose=verbose, echo=click.echo)
+    except (LogFormatError, SplitError, EmptySampleSpaceError, MissingColumnError) as err:
         raise click.ClickException(str(err)) from None
     click.echo("")
     click.echo(compare_main_table(records, cfg))

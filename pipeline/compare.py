@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tensorflow_transform as tft
 
+from components.data import embedding_tables_from_transform, stream_split
 from data.logs import read_logs
 from models.config import SPARSE_VARIANTS, ProjectConfig
-from models.data import check_sample_spaces
+from models.engine import Engine, LogCallback, ProgressCallback
 from models.mask_analytics import analyze, write_analytics
+from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain, primary_metric
 from models.ranking import simulate_pairings
 from models.sparse_sharing import SparseSharingTrainer
-from models.features import FeatureEncoder, embedding_tables, fit_stats
-from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain, primary_metric
-from models.training import predict, prepare_split, train_model
 from models.variants import build_model
+from pipeline.local_transform import run_local_transform
 
 BASELINE_VARIANTS = ["single", "layer", "shared_bottom", "mmoe", "cgc", "ple", "esmm"]
 # (CTR model, CVR model) pairings of the papers' Table 3, plus the structured variant
@@ -113,37 +114,54 @@ def run_compare(
     variants: list[str],
     seeds: int,
     out_dir: str | Path,
-    keras_verbose: int = 0,
+    verbose: int = 0,
     echo=print,
     progress: bool = True,
 ) -> list[dict]:
+    """Split the logs, transform them with the pipeline's ``preprocessing_fn``, train every variant.
+
+    Every variant trains through ``models.engine`` on the same streamed, transformed splits
+    (cached under ``out_dir/transformed``); ``connection``/``neuron`` also run the warm-up and
+    the mask search, whose wall time and optimizer steps are recorded. ``verbose``: 1 prints
+    every epoch, 2 adds a progress bar per epoch.
+    """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    truth_cols = tuple(config.dataset.truth.values())
+    truth_cols = tuple(dict.fromkeys(config.dataset.truth.values()))
     frame, report = read_logs(data_path, config, extra_columns=truth_cols)
     echo(f"data: {report.summary()}")
+    missing_truth = [c for c in truth_cols if c not in frame.columns]
+    if missing_truth:
+        echo(f"warning: dataset.truth column(s) {missing_truth} are not in the logs: the oracle row and the "
+             "true-value ranking outcome are skipped")
+    truth = {t: c for t, c in config.dataset.truth.items() if c not in missing_truth}
     splits = split_frame(frame, config)
-    for name, f in splits.items():
-        if len(f) == 0:
-            raise SplitError(f"the {name} split is empty")
-    stats = fit_stats(splits["train"], config)
-    encoder = FeatureEncoder(config.model_dump_json(), stats.to_json())
-    prepared = {name: prepare_split(f, config, encoder) for name, f in splits.items()}
-    for name, s in prepared.items():
-        check_sample_spaces(s.spaces, name)
-    echo(
-        "split: "
-        + ", ".join(
-            f"{n} {len(s)} rows ("
-            + ", ".join(f"{t} {int(s.spaces[t].sum())}" for t in config.task_names)
-            + ")"
-            for n, s in prepared.items()
-        )
-    )
-    tables = embedding_tables(config, stats)
-    test = prepared["test"]
+    del frame
+    aux_cols = list(dict.fromkeys(
+        [c for c in (config.dataset.group_key,) if c]
+        + ([config.ranking.request_key, config.ranking.length_column, config.ranking.outcome_column] if config.ranking else [])
+        + list(truth.values())
+    ))
+    test_aux = splits["test"][aux_cols].copy()  # what metrics and the ranking simulation need besides predictions
+    transformed = run_local_transform(config, splits, out_dir / "transformed", log=echo)
+    del splits
+    tft_output = tft.TFTransformOutput(str(transformed / "transform"))
+    streams = {
+        name: stream_split(str(transformed), name, config, tft_output, str(transformed / "transform"), row_ids=True)
+        for name in ("train", "valid", "test")
+    }
+    for s in streams.values():
+        s.check_sample_spaces()
+    counts = {name: s.counts() for name, s in streams.items()}
+    echo("split: " + ", ".join(
+        f"{n} {c['rows']} rows (" + ", ".join(f"{t} {c[t]}" for t in config.task_names) + ")" for n, c in counts.items()
+    ))
+    tables = embedding_tables_from_transform(config, tft_output)
+    train, valid, test = streams["train"], streams["valid"], streams["test"]
+    gk = config.dataset.group_key
+    groups = test_aux[gk].astype(str).to_numpy() if gk else None
 
     records: list[dict] = []
     seed_list = [config.training.seed + i for i in range(seeds)]
@@ -151,15 +169,17 @@ def run_compare(
     bar = tqdm(runs, desc="compare", unit="run", disable=not progress)
     all_preds: dict[tuple[str, int], dict] = {}
     sparse_info: dict[str, list[dict]] = {}
+    callbacks = ([LogCallback(tqdm.write)] if verbose >= 1 else []) + ([ProgressCallback()] if verbose >= 2 else [])
     for variant, seed in bar:
         bar.set_postfix_str(f"{variant} seed={seed}")
         cfg = config.with_overrides(training={"seed": seed})
         t0 = time.perf_counter()
         extra: dict[str, float] = {}
         if variant in SPARSE_VARIANTS:
-            trainer = SparseSharingTrainer(cfg, tables, variant, seed, log=(tqdm.write if keras_verbose else None))
-            result = trainer.run(prepared["train"], prepared["valid"])
-            model = result.model
+            trainer = SparseSharingTrainer(cfg, tables, variant, seed, log=(tqdm.write if verbose else None),
+                                           callbacks=callbacks[1:] if verbose else [])
+            result = trainer.run(train, valid)
+            model, engine = result.model, trainer.engine
             analytics = analyze(result.masks, result.rounds, result.chosen)
             mask_dir = out_dir / "masks"
             prefix = f"{variant}_seed{seed}_"
@@ -170,47 +190,55 @@ def run_compare(
                 (mask_dir / f"{prefix}mask_analytics.json").write_text(json.dumps(analytics, indent=1))
             result.masks.save(mask_dir / f"{prefix}masks.npz")
             sparse_info.setdefault(variant, []).append(analytics)
+            epochs = (len(trainer.warmup_fit.epochs) + sum(r.epochs for r in result.rounds) + len(result.joint_fit.epochs))
+            steps = sum(result.steps.values())
             extra = {
                 "warmup_seconds": result.seconds["warmup"],
                 "search_seconds": result.seconds["search"],
                 "joint_seconds": result.seconds["joint"],
                 "search_cost_ratio": result.search_cost_ratio,
+                "warmup_steps": result.steps["warmup"],
+                "search_steps": result.steps["search"],
+                "joint_steps": result.steps["joint"],
             }
         else:
             model = build_model(cfg, tables, variant=variant, seed=seed)
-            train_model(model, prepared["train"], cfg, valid=prepared["valid"], verbose=keras_verbose)
+            engine = Engine(model, cfg.training, cfg.tuning)
+            fit = engine.fit(train, epochs=cfg.training.epochs, schedule=cfg.training.schedule, valid=valid,
+                             patience=cfg.training.patience, callbacks=callbacks, label=variant)
+            epochs, steps = len(fit.epochs), fit.steps
         train_s = time.perf_counter() - t0
-        preds = predict(model, test)
+        p = engine.predict(test, in_space_only=False)
+        order = np.argsort(p.row_ids, kind="stable")  # back to the test frame's row order
+        preds = {t: v[order] for t, v in p.preds.items()}
+        labels = {t: v[order] for t, v in p.labels.items()}
+        spaces = {t: v[order] for t, v in p.spaces.items()}
         all_preds[(variant, seed)] = preds
-        metrics = evaluate(config, preds, test.labels, test.spaces, test.groups)
+        metrics = evaluate(config, preds, labels, spaces, groups)
         for task, m in metrics.items():
             for metric, value in m.items():
                 records.append({"variant": variant, "seed": seed, "task": task, "metric": metric, "value": value})
-        records.append({"variant": variant, "seed": seed, "task": "all", "metric": "train_seconds", "value": train_s})
-        records.append(
-            {"variant": variant, "seed": seed, "task": "all", "metric": "params", "value": float(model.count_params())}
-        )
+        extra.update({"train_seconds": train_s, "params": float(model.count_params()), "epochs": epochs, "steps": steps})
         for metric, value in extra.items():
             records.append({"variant": variant, "seed": seed, "task": "all", "metric": metric, "value": float(value)})
         summary = "  ".join(
             f"{t.name} {primary_metric(t.type)}={metrics[t.name][primary_metric(t.type)]:.5f}" for t in config.tasks
         )
-        (tqdm.write if progress else echo)(f"{variant:>13} seed={seed}  {summary}  ({train_s:.0f}s)")
+        (tqdm.write if progress else echo)(f"{variant:>13} seed={seed}  {summary}  ({train_s:.0f}s, {steps} steps)")
 
-    if config.dataset.truth:
+    if truth and set(truth) == set(config.task_names):
         # the generator's true probabilities: an upper bound no model can beat in expectation
-        oracle_preds = {t: splits["test"][c].to_numpy(dtype=np.float64) for t, c in config.dataset.truth.items()}
-        if set(oracle_preds) == set(config.task_names):
-            metrics = evaluate(config, oracle_preds, test.labels, test.spaces, test.groups)
-            for task, m in metrics.items():
-                for metric, value in m.items():
-                    records.append({"variant": "oracle", "seed": 0, "task": task, "metric": metric, "value": value})
+        # (labels and spaces are those of the test split, the same for every run)
+        oracle_preds = {t: test_aux[c].to_numpy(dtype=np.float64) for t, c in truth.items()}
+        metrics = evaluate(config, oracle_preds, labels, spaces, groups)
+        for task, m in metrics.items():
+            for metric, value in m.items():
+                records.append({"variant": "oracle", "seed": 0, "task": task, "metric": metric, "value": value})
 
     ranking_note = ""
     if config.ranking is not None:
-        records += _ranking_records(config, splits["test"], all_preds, seed_list)
+        records += _ranking_records(config, test_aux, truth, all_preds, seed_list)
         rk = config.ranking
-        truth = config.dataset.truth
         ranking_note = (
             "true expected view seconds (`true_ctr * true_cvr * length`)"
             if rk.ctr_task in truth and rk.cvr_task in truth
@@ -218,14 +246,14 @@ def run_compare(
         )
 
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
-    md = render_report(config, records, variants, data_path, report.summary(), prepared, sparse_info, ranking_note)
+    md = render_report(config, records, variants, data_path, report.summary(), counts, sparse_info, ranking_note)
     (out_dir / "report.md").write_text(md)
     return records
 
 
-def _ranking_records(config: ProjectConfig, test_frame: pd.DataFrame, all_preds: dict, seeds: list[int]) -> list[dict]:
+def _ranking_records(config: ProjectConfig, test_frame: pd.DataFrame, truth: dict, all_preds: dict,
+                     seeds: list[int]) -> list[dict]:
     rk = config.ranking
-    truth = config.dataset.truth
     length = test_frame[rk.length_column].to_numpy(dtype=np.float64)
     if rk.ctr_task in truth and rk.cvr_task in truth:
         outcome = test_frame[truth[rk.ctr_task]].to_numpy() * test_frame[truth[rk.cvr_task]].to_numpy() * length
@@ -253,7 +281,7 @@ def summarize(records: list[dict]) -> pd.DataFrame:
     return df.groupby(["variant", "task", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
 
 
-def render_report(config, records, variants, data_path, cleaning, prepared, sparse_info=None, ranking_note="") -> str:
+def render_report(config, records, variants, data_path, cleaning, counts, sparse_info=None, ranking_note="") -> str:
     s = summarize(records)
 
     def cell(v, t, m, fmt="{:.4f}"):
@@ -273,13 +301,15 @@ def render_report(config, records, variants, data_path, cleaning, prepared, spar
         f"Data: `{data_path}` — {cleaning}.",
         "Splits: "
         + ", ".join(
-            f"{n} {len(p)} rows (" + ", ".join(f"{t}: {int(p.spaces[t].sum())}" for t in config.task_names) + ")"
-            for n, p in prepared.items()
+            f"{n} {c['rows']} rows (" + ", ".join(f"{t}: {c[t]}" for t in config.task_names) + ")"
+            for n, c in counts.items()
         )
         + ".",
         f"Model: MLP {config.model.mlp}, embedding dim {config.model.embedding_dim}, interaction "
-        f"`{config.model.interaction}`; training: {config.training.epochs} epochs, batch {config.training.batch_size}, "
-        f"Adam lr {config.training.learning_rate}.",
+        f"`{config.model.interaction}`; training: {_budget(config)}, batch {config.training.batch_size}, "
+        f"Adam lr {config.training.learning_rate}, schedule `{config.training.schedule}`. Every variant trains through the "
+        "same engine on the same splits, transformed by the pipeline's `preprocessing_fn`; `epochs` and `steps` count "
+        "every optimizer step, warm-up and mask search included.",
         "Metrics on the test split, each task on its own sample space, mean ± std over seeds. "
         "MTL gain is PLE Eq. 11 vs `single` on the task's primary metric (AUC ↑ for binary, MSE ↓ for regression); "
         "**seesaw** marks a variant that improves one task while hurting another.",
@@ -292,7 +322,7 @@ def render_report(config, records, variants, data_path, cleaning, prepared, spar
         else:
             header += [f"{t.name} MSE", f"{t.name} calib."]
         header.append(f"{t.name} MTL gain")
-    header += ["seesaw", "train s", "params"]
+    header += ["seesaw", "epochs", "steps", "train s", "params"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     has_single = "single" in variants
@@ -315,6 +345,8 @@ def render_report(config, records, variants, data_path, cleaning, prepared, spar
         finite = [g for g in gains if np.isfinite(g)]
         seesaw = bool(finite) and v != "oracle" and any(g > 0 for g in finite) and any(g < 0 for g in finite)
         row.append("**seesaw**" if seesaw else "")
+        row.append(cell(v, "all", "epochs", "{:.0f}"))
+        row.append(cell(v, "all", "steps", "{:,.0f}"))
         row.append(cell(v, "all", "train_seconds", "{:.0f}"))
         row.append(cell(v, "all", "params", "{:,.0f}"))
         lines.append("| " + " | ".join(row) + " |")
@@ -327,6 +359,13 @@ def render_report(config, records, variants, data_path, cleaning, prepared, spar
     lines += _sparse_section(config, s, sparse_info or {})
     lines += _ranking_section(config, s, ranking_note)
     return "\n".join(lines)
+
+
+def _budget(config: ProjectConfig) -> str:
+    tc = config.training
+    if tc.patience is None:
+        return f"{tc.epochs} epochs"
+    return f"early stopping on the validation loss (patience {tc.patience}, at most {tc.epochs} epochs, best epoch restored)"
 
 
 def _sparse_section(config, s, sparse_info) -> list[str]:

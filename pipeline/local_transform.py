@@ -33,7 +33,7 @@ from components.transform import preprocessing_fn, transform_config_json
 from models.config import ProjectConfig
 from models.data import ROW_ID
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "4"
 SPLITS = ("train", "valid", "test")
 
 
@@ -58,21 +58,42 @@ def cache_key(config: ProjectConfig, frames: dict[str, pd.DataFrame]) -> str:
 
 
 def _raw_schema(frame: pd.DataFrame, columns: list[str]):
-    """Raw feature spec: numeric columns float32, the rest strings, the row index int64 (all VarLen)."""
+    """Raw feature spec: one value per row and column (as the pipeline's schema has it), numeric
+    columns float32, the rest strings, the row index int64."""
     import tensorflow as tf
     from tensorflow_transform.tf_metadata import schema_utils
 
-    spec = {
-        c: tf.io.VarLenFeature(tf.float32 if pd.api.types.is_numeric_dtype(frame[c]) else tf.string) for c in columns
-    }
-    spec[ROW_ID] = tf.io.VarLenFeature(tf.int64)
+    spec = {c: tf.io.FixedLenFeature([], tf.float32 if _is_numeric(frame[c]) else tf.string) for c in columns}
+    spec[ROW_ID] = tf.io.FixedLenFeature([], tf.int64)
     return schema_utils.schema_from_feature_spec(spec)
 
 
-def _write_raw_csv(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
-    out = frame[columns].copy()
-    out.insert(0, ROW_ID, np.arange(len(frame), dtype=np.int64))
-    out.to_csv(path, index=False)
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series)
+
+
+def _write_raw_examples(frame: pd.DataFrame, columns: list[str], schema, path: Path, chunk: int = 20000) -> None:
+    """The split's raw columns (and ``row__``) as tf.Examples, encoded column-wise (no per-row Python)."""
+    import pyarrow as pa
+    import tensorflow as tf
+    from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+
+    encoder = RecordBatchToExamplesEncoder(schema)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for lo in range(0, len(frame), chunk):
+            part = frame.iloc[lo : lo + chunk]
+            n = len(part)
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32))
+            arrays = [pa.ListArray.from_arrays(offsets, pa.array(np.arange(lo, lo + n, dtype=np.int64)))]
+            for c in columns:
+                if _is_numeric(frame[c]):
+                    values = pa.array(part[c].to_numpy(dtype=np.float32))
+                else:
+                    values = pa.array(part[c].astype(str).tolist(), type=pa.binary())
+                arrays.append(pa.ListArray.from_arrays(offsets, values))
+            batch = pa.RecordBatch.from_arrays(arrays, [ROW_ID] + columns)
+            for example in encoder.encode(batch):
+                writer.write(example)
 
 
 def run_local_transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out_dir: str | Path,
@@ -106,6 +127,7 @@ def _transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out: Path
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
     columns = transform_columns(config, frames["train"])
@@ -113,17 +135,17 @@ def _transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out: Path
     raw_dir = out / "raw"
     raw_dir.mkdir()
     for name in SPLITS:
-        _write_raw_csv(frames[name], columns, raw_dir / f"{name}.csv")
+        _write_raw_examples(frames[name], columns, schema, raw_dir / f"{name}.tfrecord")
     custom_config = {"config_json": transform_config_json(config)}
 
     def fn(inputs):
         outputs = preprocessing_fn(inputs, custom_config)
-        outputs[ROW_ID] = tf.reshape(tf.sparse.to_dense(inputs[ROW_ID]), [-1])  # pass-through
+        outputs[ROW_ID] = tf.reshape(inputs[ROW_ID], [-1])  # pass-through
         return outputs
 
     def source(name):
-        return tfxio.CsvTFXIO(str(raw_dir / f"{name}.csv"), column_names=[ROW_ID] + columns, schema=schema,
-                              skip_header_lines=1, telemetry_descriptors=["ncs", "compare"])
+        return tfxio.TFExampleRecord(str(raw_dir / f"{name}.tfrecord"), schema=schema,
+                                     telemetry_descriptors=["ncs", "compare"])
 
     class Encode(beam.DoFn):
         def setup(self):
@@ -157,5 +179,7 @@ def _transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out: Path
             )
             write(out_data, name)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out / "transform"))
+    # the raw schema beside the graph, as the Transform component writes it (TFTransformOutput.raw_metadata)
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(out / "transform" / "metadata"))
     shutil.rmtree(raw_dir)
     shutil.rmtree(out / "tmp", ignore_errors=True)

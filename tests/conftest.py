@@ -54,12 +54,153 @@ def small_frame():
     return frame
 
 
-@pytest.fixture
-def prepared(tiny_config, small_frame):
-    """(config, tables, Split) ready to train on."""
-    from models.features import FeatureEncoder, embedding_tables, fit_stats
-    from models.training import prepare_split
+def three_day_splits(rows: int = 1500, seed: int = 3) -> dict:
+    """``{"train", "valid", "test"}`` frames: three synthetic days, typed like ``read_logs`` output."""
+    import pandas as pd
 
-    stats = fit_stats(small_frame, tiny_config)
-    enc = FeatureEncoder(tiny_config.model_dump_json(), stats.to_json())
-    return tiny_config, embedding_tables(tiny_config, stats), prepare_split(small_frame, tiny_config, enc)
+    from data.synthetic import generate_days
+
+    out = {}
+    for name, (day, f) in zip(("train", "valid", "test"), generate_days(3, rows, seed=seed, with_truth=True)):
+        for c in ("duration", "click", "watch_seconds"):
+            f[c] = f[c].astype(float)
+        f["hour"] = f["hour"].astype(int).astype(str)
+        f["day"] = day
+        out[name] = f.reset_index(drop=True)
+    return out
+
+
+def shared_transform(tmp_path_factory, config, frames) -> Path:
+    """``pipeline.local_transform`` output of ``frames``, computed once per test run.
+
+    The folder sits above the per-worker temp dirs, so pytest-xdist workers share it; a file
+    lock makes the second worker wait for the first instead of transforming again.
+    """
+    import fcntl
+
+    from pipeline.local_transform import run_local_transform
+
+    root = tmp_path_factory.getbasetemp().parent / "ncs-transformed"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return run_local_transform(config, frames, root, log=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def transformed(tmp_path_factory):
+    """Three synthetic days transformed by the pipeline's ``preprocessing_fn`` (the tiny config)."""
+    from models.config import parse_config
+
+    return shared_transform(tmp_path_factory, parse_config(tiny_config_dict()), three_day_splits())
+
+
+class Prepared(tuple):
+    """``(config, tables, train, valid)``: streamed splits of the tiny config, ready to train on."""
+
+    config = property(lambda self: self[0])
+    tables = property(lambda self: self[1])
+    train = property(lambda self: self[2])
+    valid = property(lambda self: self[3])
+
+    def batch(self, n: int = 256, split: str = "train") -> dict:
+        """The first ``n`` rows of a split as model inputs (a dict of tensors)."""
+        stream = self.train if split == "train" else self.valid
+        x, _, _ = next(iter(stream.batches(n)))
+        return x
+
+
+def rewrite_stream(stream, out_dir, config, change, name=None):
+    """A copy of ``stream``'s rows as new TFRecords, each row's columns passed through ``change``.
+
+    ``change(columns: {name: np.ndarray [N, ...]}) -> columns`` may add task columns
+    (``label__t``, ``space__t``, ``weight__t``) or edit values; returns a SplitStream of
+    ``config``'s features and tasks over the new file (the transformed examples format).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from models.data import SplitStream
+
+    spec = stream.spec
+    cols = {k: [] for k in spec}
+    for serialized in tf.data.TFRecordDataset(stream.files, compression_type="GZIP").batch(4096):
+        for k, v in tf.io.parse_example(serialized, spec).items():
+            cols[k].append(v.numpy())
+    cols = change({k: np.concatenate(v) for k, v in cols.items()})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = str(out / "part.tfrecord")
+    n = len(next(iter(cols.values())))
+    with tf.io.TFRecordWriter(path) as w:
+        for i in range(n):
+            feats = {}
+            for k, v in cols.items():
+                row = np.asarray(v[i]).reshape(-1)
+                if row.dtype.kind in "iu":
+                    feats[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=row.tolist()))
+                else:
+                    feats[k] = tf.train.Feature(float_list=tf.train.FloatList(value=row.astype(np.float32).tolist()))
+            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    new_spec = {k: (spec[k] if k in spec else tf.io.FixedLenFeature(
+        list(np.asarray(v).shape[1:]), tf.int64 if np.asarray(v).dtype.kind in "iu" else tf.float32)) for k, v in cols.items()}
+    return SplitStream.from_feature_spec([path], new_spec, [f.name for f in config.features], config.task_names,
+                                         name or stream.name, f"rewritten {stream.source}")
+
+
+@pytest.fixture
+def prepared(tiny_config, transformed):
+    """:class:`Prepared` on the shared transformed splits (nothing held in memory)."""
+    import tensorflow_transform as tft
+
+    from components.data import embedding_tables_from_transform, stream_split
+
+    out = tft.TFTransformOutput(str(transformed / "transform"))
+    train, valid = (stream_split(str(transformed), s, tiny_config, out) for s in ("train", "valid"))
+    return Prepared((tiny_config, embedding_tables_from_transform(tiny_config, out), train, valid))
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+E2E_TIMEOUT = 900  # seconds; the default for every other test is `timeout` in pyproject.toml
+
+
+def _chunk_sizes(n: int, workers: int) -> list[int]:
+    """How pytest-xdist's ``worksteal`` scheduler first splits ``n`` tests: contiguous chunks, one per worker."""
+    sizes = []
+    for i in range(workers):
+        sizes.append(n // (workers - i))
+        n -= sizes[-1]
+    return sizes
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the known-slow end-to-end tests (marker ``e2e``) first, one at the head of each worker's chunk.
+
+    Under ``-n N --dist worksteal`` each worker starts on a contiguous chunk of the collection
+    and idle workers steal from the *end* of the others' queues, so a slow test is put at the
+    start of a chunk: the slow tests run side by side from the first second while the fast ones
+    fill the rest. Without xdist they simply run first. Each ``e2e`` test also gets a generous
+    timeout (unless it sets its own).
+    """
+    slow = [it for it in items if it.get_closest_marker("e2e")]
+    if not slow:
+        return
+    for it in slow:
+        if not it.get_closest_marker("timeout"):
+            it.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
+    rest = [it for it in items if not it.get_closest_marker("e2e")]
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers <= 1:
+        items[:] = slow + rest
+        return
+    chunks: list[list] = [[] for _ in range(workers)]
+    for i, it in enumerate(slow):  # round-robin: the first N slow tests start at once
+        chunks[i % workers].append(it)
+    ordered = []
+    for chunk, size in zip(chunks, _chunk_sizes(len(items), workers)):
+        take = max(0, size - len(chunk))
+        chunk += rest[:take]
+        del rest[:take]
+        ordered += chunk
+    items[:] = ordered + rest
