@@ -40,8 +40,10 @@ run: $(STAMP) $(DATA)/.complete
 compare: $(STAMP) $(DATA)/.complete
 	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants $(VARIANTS) --seeds $(SEEDS) --out $(OUT)
 
+# CI (.ci/run). worksteal + tests/conftest.py start the end-to-end tests (marker e2e) first, one per
+# worker; per-test timeouts come from pyproject.toml (pytest-timeout); the 20 slowest are listed.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=20 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py

@@ -1,6 +1,7 @@
 import copy
 
 import pytest
+from pydantic import ValidationError
 
 from models.config import ConfigError, load_config, parse_config
 from tests.conftest import VIDEO_CONFIG, tiny_config_dict
@@ -89,9 +90,16 @@ def test_yaml_errors_name_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_with_overrides_revalidates():
+def test_with_overrides_revalidates_and_leaves_the_original_alone():
     cfg = parse_config(tiny_config_dict())
-    assert cfg.with_overrides(model={"variant": "mmoe"}).model.variant == "mmoe"
-    with pytest.raises(Exception):
+    before = copy.deepcopy(cfg.model_dump())
+    other = cfg.with_overrides(model={"variant": "mmoe"}, training={"epochs": 3})
+    assert other.model.variant == "mmoe" and other.training.epochs == 3
+    assert other.model.mlp == cfg.model.mlp and other.training.batch_size == cfg.training.batch_size  # merged, not replaced
+    with pytest.raises(ValidationError, match=r"model\.variant") as e:
         cfg.with_overrides(model={"variant": "nope"})
-    assert cfg.model.variant == copy.deepcopy(cfg).model.variant
+    assert "nope" in str(e.value)
+    # the original config is unchanged, and the copy shares no mutable state with it
+    assert cfg.model_dump() == before
+    other.model.mlp.append(99)
+    assert cfg.model_dump() == before
