@@ -204,8 +204,12 @@ class Engine:
             reset_optimizer(opt)
 
     # ------------------------------------------------------------------ the step
-    def _step(self, tasks: tuple[str, ...], key: str):
-        """The compiled step minimizing ``sum_{t in tasks} w_t L_t`` with optimizer ``key``."""
+    def _step(self, tasks: tuple[str, ...], key: str, signature):
+        """The compiled step minimizing ``sum_{t in tasks} w_t L_t`` with optimizer ``key``.
+
+        ``signature``: the batches' ``element_spec`` (batch dimension ``None``), so the last,
+        shorter batch of an epoch does not trace the step a second time.
+        """
         if (tasks, key) not in self._steps:
             model, optimizer, strategy = self.model, self.optimizer(key), self.strategy
 
@@ -218,7 +222,7 @@ class Engine:
                 optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
                 return losses
 
-            @tf.function(reduce_retracing=True, autograph=False)
+            @tf.function(input_signature=list(signature), autograph=False)
             def step(x, y, w):
                 per_replica = strategy.run(replica_step, args=(x, y, w))
                 return {t: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for t, v in per_replica.items()}
@@ -265,6 +269,7 @@ class Engine:
         if valid is not None:
             valid.check_sample_spaces()
         batch = self.training.batch_size
+        signature = train.batches(batch).element_spec
         for cb in callbacks:
             cb.on_fit_begin(self, label, epochs)
         t_fit, steps0 = time.perf_counter(), self.steps_taken
@@ -276,12 +281,12 @@ class Engine:
             if schedule == "mixed":
                 order = [None] * train.steps(batch)
                 streams = {None: self._stream(train, seed + e, None)}
-                steps = {None: self._step(tasks, "mixed")}
+                steps = {None: self._step(tasks, "mixed", signature)}
             else:
                 stream_task = {t: self.model.stream_task(t) for t in tasks}
                 order = interleave_schedule({t: train.steps(batch, stream_task[t]) for t in tasks})
                 streams = {t: self._stream(train, seed + 1000 * i + e, stream_task[t]) for i, t in enumerate(tasks)}
-                steps = {t: self._step((t,), t) for t in tasks}
+                steps = {t: self._step((t,), t, signature) for t in tasks}
             for cb in callbacks:
                 cb.on_epoch_begin(e, len(order))
             sums = {t: 0.0 for t in tasks}
@@ -325,7 +330,8 @@ class Engine:
         """
         if self._predict_fn is None:
             model = self.model
-            self._predict_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
+            self._predict_fn = tf.function(lambda x: model(x, training=False), input_signature=[
+                {k: v for k, v in data.batches(batch_size).element_spec[0].items() if k != ROW_ID}], autograph=False)
         preds = {t: [] for t in self.task_names}
         labels = {t: [] for t in self.task_names}
         spaces = {t: [] for t in self.task_names}

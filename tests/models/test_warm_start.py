@@ -2,19 +2,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from models.features import FeatureStats, embedding_tables
+from models.features import embedding_tables
 from models.variants import build_model
 from models.warm_start import WarmStartError, load_warm_start, remap_embedding, save_warm_start
 
 
 def _built(cfg, tables, variant="connection", seed=0):
-    model = build_model(cfg, tables, variant=variant, seed=seed)
-    from models.features import input_signature
-
-    model({k: tf.zeros([2] + list(s.shape[1:]), s.dtype) for k, s in input_signature(cfg).items()})
-    return model
+    return build_model(cfg, tables, variant=variant, seed=seed)
 
 
 def test_remap_embedding_moves_rows_by_token_and_keeps_padding_oov_and_fresh_rows():
@@ -35,7 +30,7 @@ def test_remap_embedding_rejects_a_matrix_that_does_not_fit_its_vocabulary():
 
 
 def test_warm_start_across_a_changed_vocabulary(prepared, tmp_path):
-    cfg, tables, _ = prepared
+    cfg, tables, *_ = prepared
     old = _built(cfg, tables, seed=1)
     save_warm_start(old, tables, str(tmp_path))
 
@@ -59,19 +54,19 @@ def test_warm_start_across_a_changed_vocabulary(prepared, tmp_path):
 
 
 def test_warm_start_from_another_architecture_names_the_weight(prepared, tmp_path):
-    cfg, tables, _ = prepared
+    cfg, tables, *_ = prepared
     save_warm_start(_built(cfg, tables, "layer"), tables, str(tmp_path))
     with pytest.raises(WarmStartError, match="weights, the model built from this config has|different architecture"):
         load_warm_start(_built(cfg, tables, "connection"), tables, str(tmp_path))
 
 
 def test_missing_warm_start_files_are_named(prepared, tmp_path):
-    cfg, tables, _ = prepared
+    cfg, tables, *_ = prepared
     with pytest.raises(WarmStartError, match="lacks weights.npz, weights.json"):
         load_warm_start(_built(cfg, tables), tables, str(tmp_path))
 
 
 def test_hashed_tables_need_no_vocabulary(tiny_config):
-    stats = FeatureStats({f.name: ["v1", "v2"] for f in tiny_config.features if getattr(f, "vocab_size", None)}, {}, {})
-    tables = embedding_tables(tiny_config, stats)
+    vocabularies = {f.name: ["v1", "v2"] for f in tiny_config.features if getattr(f, "vocab_size", None)}
+    tables = embedding_tables(tiny_config, vocabularies)
     assert tables["user_id"].vocabulary is None and tables["user_id"].size == 1 + 20000

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -17,17 +18,44 @@ def _write_cfg(tmp_path, data):
     return p
 
 
+@pytest.mark.e2e
 def test_generate_and_compare_end_to_end(tmp_path):
+    """Baselines and connection/neuron through the CLI on one transformed split (the second run reuses it)."""
     runner = CliRunner()
     data = tmp_path / "logs"
     r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500", "--with-truth"])
     assert r.exit_code == 0, r.output
     cfg = _write_cfg(tmp_path, tiny_config_dict())
     out = tmp_path / "cmp"
+    r = runner.invoke(main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,connection,neuron",
+                             "--seeds", "1", "--out", str(out), "--set", "sparse.rounds=2", "--set", "sparse.final_density=0.3"])
+    assert r.exit_code == 0, r.output
+    assert "transform: wrote" in r.output
+    df = pd.DataFrame(json.loads((out / "results.json").read_text()))
+    cost = df[(df.variant == "connection") & (df.metric == "search_cost_ratio")].value
+    assert len(cost) == 1 and cost.iloc[0] > 0
+    # the mask search's optimizer steps are counted in the variant's budget
+    steps = df[(df.task == "all") & (df.metric == "steps")].set_index("variant").value
+    parts = df[(df.variant == "connection") & df.metric.isin(["warmup_steps", "search_steps", "joint_steps"])].value
+    assert steps["connection"] == parts.sum() > steps["single"] > 0
+    ranking = df[df.task == "ranking"]
+    assert {"single/single", "single/connection", "connection/connection", "oracle/oracle"} <= set(ranking.variant)
+    assert (ranking[ranking.variant == "oracle/oracle"].value.iloc[0] >= ranking[ranking.variant != "oracle/oracle"].value.max() - 1e-9)
+    for v in ("connection", "neuron"):
+        for suffix in ("mask_analytics.json", "mask_sharing.png", "pruning_curve.png", "masks.npz"):
+            assert (out / "masks" / f"{v}_seed42_{suffix}").exists()
+        a = json.loads((out / "masks" / f"{v}_seed42_mask_analytics.json").read_text())
+        assert [r["round"] for r in a["search"] if r["task"] == "cvr"] == [0, 1, 2]
+    report = (out / "report.md").read_text()
+    assert "## Sparse sharing: masks" in report and "## Offline ranking simulation" in report
+    assert "single/connection" in report
+
+    # baselines over two seeds, on the transformed split the first run cached
     r = runner.invoke(
         main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,layer,esmm", "--seeds", "2", "--out", str(out)]
     )
     assert r.exit_code == 0, r.output
+    assert "transform: reusing" in r.output
     records = json.loads((out / "results.json").read_text())
     assert {tuple(sorted(x)) for x in records} == {("metric", "seed", "task", "value", "variant")}
     df = pd.DataFrame(records)
@@ -36,7 +64,8 @@ def test_generate_and_compare_end_to_end(tmp_path):
     assert {"single/single", "single/layer", "oracle/oracle", "random order"} <= set(df[df.task == "ranking"].variant)
     assert set(df[df.variant == "layer"].seed) == {42, 43}
     auc = df[(df.task == "ctr") & (df.metric == "auc") & (df.variant != "oracle")].value
-    assert auc.between(0.4, 1.0).all()
+    # one training day of 1,500 rows learns little, but a constant predictor (AUC exactly 0.5) fails here
+    assert auc.between(0.3, 1.0).all() and ((auc - 0.5).abs() > 1e-3).all(), auc.tolist()
     mse = df[(df.task == "cvr") & (df.metric == "mse")].value
     assert np.isfinite(mse).all()
     # CVR metrics counted on clicked test rows only
@@ -44,7 +73,7 @@ def test_generate_and_compare_end_to_end(tmp_path):
     n_cvr = df[(df.task == "cvr") & (df.metric == "count")].value.iloc[0]
     assert 0 < n_cvr < 0.5 * n_ctr
     report = (out / "report.md").read_text()
-    assert "| `layer` |" in report and "MTL gain" in report and "±" in report
+    assert "| `layer` |" in report and "MTL gain" in report and "±" in report and "steps" in report
     assert "ctr AUC" in r.output
 
 
@@ -61,7 +90,8 @@ def test_compare_any_csv_with_hash_split(tmp_path):
     ).to_csv(tmp_path / "events.csv", index=False)
     cfg = {
         "dataset": {"name": "shop", "columns": ["uid", "shop", "price", "buy", "fav"], "group_key": "uid",
-                    "split": {"by": "hash", "hash_key": "uid"}},
+                    "split": {"by": "hash", "hash_key": "uid"},
+                    "truth": {"buy": "true_buy"}},  # a diagnostic column these logs do not have
         "features": [
             {"name": "uid", "type": "categorical", "hash_buckets": 500},
             {"name": "shop", "type": "categorical", "vocab_size": 50},
@@ -79,8 +109,9 @@ def test_compare_any_csv_with_hash_split(tmp_path):
     r = CliRunner().invoke(main, ["compare", "--config", str(p), "--data", str(tmp_path / "events.csv"),
                                   "--variants", "single,mmoe", "--seeds", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    assert "dataset.truth column(s) ['true_buy'] are not in the logs" in r.output
     df = pd.DataFrame(json.loads((out / "results.json").read_text()))
-    assert set(df.task) == {"buy", "fav", "all"}
+    assert set(df.task) == {"buy", "fav", "all"} and "oracle" not in set(df.variant)
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -113,29 +144,3 @@ def test_help_explains():
     assert r.exit_code == 0 and "generate" in r.output and "compare" in r.output
     r = CliRunner().invoke(main, ["compare", "--help"])
     assert "--variants" in r.output and "all" in r.output
-
-
-def test_compare_sparse_variants_end_to_end(tmp_path):
-    """connection + neuron through the CLI: masks, analytics, plots, ranking simulation in the report."""
-    runner = CliRunner()
-    data = tmp_path / "logs"
-    assert runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500", "--with-truth"]).exit_code == 0
-    cfg = _write_cfg(tmp_path, tiny_config_dict())
-    out = tmp_path / "cmp"
-    r = runner.invoke(main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,layer,connection,neuron",
-                             "--seeds", "1", "--out", str(out), "--set", "sparse.rounds=2", "--set", "sparse.final_density=0.3"])
-    assert r.exit_code == 0, r.output
-    df = pd.DataFrame(json.loads((out / "results.json").read_text()))
-    cost = df[(df.variant == "connection") & (df.metric == "search_cost_ratio")].value
-    assert len(cost) == 1 and cost.iloc[0] > 0
-    ranking = df[df.task == "ranking"]
-    assert {"single/single", "single/layer", "single/connection", "connection/connection", "oracle/oracle"} <= set(ranking.variant)
-    assert (ranking[ranking.variant == "oracle/oracle"].value.iloc[0] >= ranking[ranking.variant != "oracle/oracle"].value.max() - 1e-9)
-    for v in ("connection", "neuron"):
-        for suffix in ("mask_analytics.json", "mask_sharing.png", "pruning_curve.png", "masks.npz"):
-            assert (out / "masks" / f"{v}_seed42_{suffix}").exists()
-        a = json.loads((out / "masks" / f"{v}_seed42_mask_analytics.json").read_text())
-        assert [r["round"] for r in a["search"] if r["task"] == "cvr"] == [0, 1, 2]
-    report = (out / "report.md").read_text()
-    assert "## Sparse sharing: masks" in report and "## Offline ranking simulation" in report
-    assert "single/connection" in report

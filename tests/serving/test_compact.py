@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.training import predict
 from models.variants import build_model
 from serving.compact import compact
 
 
 def _trained_like(prepared, structure, seed=0):
-    cfg, tables, split = prepared
+    cfg, tables, *_ = prepared
     model = build_model(cfg, tables, variant=structure, seed=seed)
-    x = {k: v[:512] for k, v in split.inputs.items()}
-    model(x)
+    x = prepared.batch(512)
     rng = np.random.default_rng(seed)
     for layer in model.masked_layers:
         # non-zero biases, so dead units output constants that must be folded, not dropped
