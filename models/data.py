@@ -146,10 +146,18 @@ class SplitStream:
         ds = self._records()
         if shuffle_seed is not None:
             ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-        ds = ds.batch(batch_size).map(self._parse(weights), num_parallel_calls=tf.data.AUTOTUNE)
         if task is not None:
-            ds = ds.map(lambda x, y, w: _rows(x, y, w, w[task] > 0), num_parallel_calls=tf.data.AUTOTUNE)
-            ds = ds.rebatch(batch_size)
+            # select the task's rows on the serialized records (parsing one column), then parse only those
+            space_spec = {SPACE + task: self.spec[SPACE + task]}
+
+            def in_space(serialized):
+                space = tf.reshape(tf.io.parse_example(serialized, space_spec)[SPACE + task], [-1])
+                return tf.boolean_mask(serialized, space > 0)
+
+            ds = ds.batch(max(batch_size, 4096)).map(in_space, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size)
+        else:
+            ds = ds.batch(batch_size)
+        ds = ds.map(self._parse(weights), num_parallel_calls=tf.data.AUTOTUNE)
         index, count = shard
         if count > 1:
             ds = ds.map(lambda x, y, w: tf.nest.map_structure(lambda v: v[index::count], (x, y, w)))
@@ -160,6 +168,3 @@ class SplitStream:
         n = self.counts()["rows" if task is None else task]
         return int(np.ceil(n / batch_size))
 
-
-def _rows(x, y, w, keep):
-    return tf.nest.map_structure(lambda v: tf.boolean_mask(v, keep), (x, y, w))
