@@ -18,7 +18,7 @@ OUT ?= .ncs/compare
 
 SERVING ?= serving_models/ctr_cvr
 
-.PHONY: install run daily compare test bench bench-daily clean
+.PHONY: install run daily compare test bench bench-daily bench-streaming clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
+
+# Peak memory of MaskSearch / MaskedTrainer on 1M and 4M transformed impressions, streamed vs in-memory throughput
+bench-streaming: $(STAMP)
+	$(PY) benchmarks/streaming.py --rows 1000000 --scale 4
 
 # One daily increment on 1M impressions (README "Daily increment benchmark"); ~40 min on 2 cores
 bench-daily: $(STAMP)

@@ -1,11 +1,13 @@
-"""Training throughput (examples/s) of `single`, `layer` and the masked network.
+"""Training-step throughput (examples/s) of `single`, `layer`, `shared_bottom` and the masked network.
 
-Run by hand (``make bench`` or ``python benchmarks/train_throughput.py``); it is not a
-test. Every model trains on the same in-memory synthetic batches at batch 4096 with
-the default config's architecture ([512, 256, 128] MLP). The masked/unmasked ratio
-compares the *same* masked network with ``use_masks=True`` (kernel * mask in the
-forward pass) and ``use_masks=False`` (raw kernel), measured in alternating rounds
-in one process so machine noise hits both alike. Target: ratio >= 0.9.
+Run by hand (``make bench`` or ``python benchmarks/train_throughput.py``); it is not a test.
+Every model runs the engine's one training step (``models.engine.Engine``, mixed schedule)
+on the same cached random batches of model inputs at batch 4096 with the default config's
+architecture ([512, 256, 128] MLP), so this measures model compute, not input. The
+masked/unmasked ratio compares the *same* masked network with ``use_masks=True``
+(kernel * mask in the forward pass) and ``use_masks=False`` (raw kernel), measured in
+alternating rounds in one process so machine noise hits both alike. Target: ratio >= 0.9.
+(Streamed vs in-memory input: ``benchmarks/streaming.py``.)
 """
 
 from __future__ import annotations
@@ -13,35 +15,37 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data.synthetic import generate_days  # noqa: E402
-from models.config import load_config  # noqa: E402
-from models.data import make_dataset  # noqa: E402
-from models.features import FeatureEncoder, embedding_tables, fit_stats  # noqa: E402
-from models.training import prepare_split  # noqa: E402
+from models.config import NumericFeature, load_config  # noqa: E402
+from models.engine import Engine  # noqa: E402
+from models.features import embedding_tables, input_signature, table_of  # noqa: E402
 from models.variants import build_model  # noqa: E402
 
 
-def _frame(rows: int) -> pd.DataFrame:
-    frame = pd.concat([f for _, f in generate_days(1, rows, seed=0)], ignore_index=True)
-    for c in ("duration", "click", "watch_seconds"):
-        frame[c] = frame[c].astype(float)
-    frame["hour"] = frame["hour"].astype(str)
-    return frame
-
-
-def _time_epoch(model, ds, steps: int) -> float:
-    t0 = time.perf_counter()
-    model.fit(ds.take(steps), epochs=1, verbose=0)
-    return time.perf_counter() - t0
+def _batches(cfg, tables, batch: int, steps: int):
+    """``steps`` random batches of model inputs, labels and weights, cached."""
+    rng = np.random.default_rng(0)
+    n = batch * steps
+    x = {}
+    for f in cfg.features:
+        shape = [n] + list(input_signature(cfg)[f.name].shape[1:])
+        if isinstance(f, NumericFeature):
+            x[f.name] = rng.normal(size=shape).astype(np.float32)
+        else:
+            x[f.name] = rng.integers(0, tables[table_of(f)].size, size=shape).astype(np.int64)
+    y = {t.name: (rng.random(n) < 0.2).astype(np.float32) for t in cfg.tasks}
+    w = {t.name: np.ones(n, np.float32) for t in cfg.tasks}
+    return tf.data.Dataset.from_tensor_slices((x, y, w)).batch(batch).cache()
 
 
 def main():
@@ -53,14 +57,9 @@ def main():
     args = ap.parse_args()
 
     cfg = load_config(args.config)
-    rows = args.batch_size * args.steps
-    frame = _frame(rows)
-    stats = fit_stats(frame, cfg)
-    enc = FeatureEncoder(cfg.model_dump_json(), stats.to_json())
-    split = prepare_split(frame, cfg, enc)
-    tables = embedding_tables(cfg, stats)
-    ds = make_dataset(split.inputs, split.labels, split.spaces, args.batch_size).cache().repeat()
-
+    vocab = {f.name: [f"t{i}" for i in range(f.vocab_size)] for f in cfg.features if getattr(f, "vocab_size", None)}
+    tables = embedding_tables(cfg, vocab)
+    ds = _batches(cfg, tables, args.batch_size, args.steps)
     models = {
         "single": build_model(cfg, tables, variant="single", seed=0),
         "layer": build_model(cfg, tables, variant="layer", seed=0),
@@ -68,22 +67,25 @@ def main():
         "masked (use_masks=False)": build_model(cfg, tables, variant="masked", seed=0, use_masks=False),
         "shared_bottom": build_model(cfg, tables, variant="shared_bottom", seed=0),
     }
-    for m in models.values():
-        m.compile(optimizer=tf.keras.optimizers.Adam(1e-3), weighted_metrics=[])
-        _time_epoch(m, ds, 3)  # trace + warm up
+    steps = {}
+    for name, m in models.items():
+        engine = Engine(m, cfg.training, cfg.tuning)
+        steps[name] = engine._step(tuple(m.task_names), "mixed", ds.element_spec)
+        for batch in ds.take(2):  # trace + warm up
+            steps[name](*batch)
     times = {k: [] for k in models}
     for _ in range(args.rounds):
-        for name, m in models.items():
-            times[name].append(_time_epoch(m, ds, args.steps))
-    print(f"\nbatch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, {tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for batch in ds:
+                step(*batch)
+            times[name].append(time.perf_counter() - t0)
+    print(f"\nbatch {args.batch_size}, {args.steps} steps x {args.rounds} rounds")
     print(f"{'model':<28}{'examples/s (median)':>22}{'params':>12}")
-    eps = {}
     for name, ts in times.items():
-        eps[name] = args.batch_size * args.steps / statistics.median(ts)
-        print(f"{name:<28}{eps[name]:>22,.0f}{models[name].count_params():>12,}")
-    ratios = [
-        a / b for a, b in zip(times["masked (use_masks=False)"], times["masked (use_masks=True)"])
-    ]
+        eps = args.batch_size * args.steps / statistics.median(ts)
+        print(f"{name:<28}{eps:>22,.0f}{models[name].count_params():>12,}")
+    ratios = [a / b for a, b in zip(times["masked (use_masks=False)"], times["masked (use_masks=True)"])]
     print(f"\nmasked/unmasked throughput ratio (same network, per round): median {np.median(ratios):.3f}, "
           f"min {min(ratios):.3f}, max {max(ratios):.3f}  (target >= 0.9)")
 
