@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _tree_rss(proc) -> int:
+def tree_rss(proc) -> int:
     import psutil
 
     try:
@@ -62,7 +62,7 @@ def run_measured(args: list[str], env: dict, log_path: Path) -> dict:
 
         def sample():
             while not stop.is_set():
-                rss = _tree_rss(ps)
+                rss = tree_rss(ps)
                 peak_total["v"] = max(peak_total["v"], rss)
                 c = comps.setdefault(current["name"], {"seconds": 0.0, "peak_mib": 0.0})
                 c["peak_mib"] = max(c["peak_mib"], rss / 2**20)
@@ -76,7 +76,7 @@ def run_measured(args: list[str], env: dict, log_path: Path) -> dict:
             if m:
                 now = time.perf_counter()
                 name, what = m.groups()
-                rss = _tree_rss(ps) / 2**20  # a sample at every transition too (components shorter than a tick)
+                rss = tree_rss(ps) / 2**20  # a sample at every transition too (components shorter than a tick)
                 for n in (name, current["name"]):
                     c = comps.setdefault(n, {"seconds": 0.0, "peak_mib": 0.0})
                     c["peak_mib"] = max(c["peak_mib"], rss)

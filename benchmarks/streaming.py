@@ -41,25 +41,11 @@ def _config(config_path: str, rounds: int):
     return load_config(config_path).with_overrides(sparse={"rounds": rounds}, training={"epochs": 1})
 
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    try:
-        procs = [proc] + proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(args: list[str], log_path: Path) -> dict:
     """Run ``args`` as a child process: wall seconds and peak RSS (MiB) of its process tree."""
     import psutil
+
+    from benchmarks.daily_increment import tree_rss  # the process tree's RSS, Beam workers included
 
     peak = {"v": 0}
     t0 = time.perf_counter()
@@ -70,7 +56,7 @@ def measure(args: list[str], log_path: Path) -> dict:
 
         def sample():
             while not done.is_set():
-                peak["v"] = max(peak["v"], _tree_rss(ps))
+                peak["v"] = max(peak["v"], tree_rss(ps))
                 time.sleep(0.2)
 
         t = threading.Thread(target=sample, daemon=True)
