@@ -22,7 +22,7 @@ import sys
 
 from tfx import v1 as tfx
 
-from components.data import split_files
+from models.data import split_files
 
 REPORT = "smoke_check.json"
 
