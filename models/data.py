@@ -144,19 +144,18 @@ class SplitStream:
             global batch (multi-worker training; every worker reads the same global batches).
         """
         ds = self._records()
-        if shuffle_seed is not None:
-            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
         if task is not None:
-            # select the task's rows on the serialized records (parsing one column), then parse only those
+            # keep the task's rows while still serialized (parsing one column), so only they are shuffled and parsed
             space_spec = {SPACE + task: self.spec[SPACE + task]}
 
             def in_space(serialized):
                 space = tf.reshape(tf.io.parse_example(serialized, space_spec)[SPACE + task], [-1])
                 return tf.boolean_mask(serialized, space > 0)
 
-            ds = ds.batch(max(batch_size, 4096)).map(in_space, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size)
-        else:
-            ds = ds.batch(batch_size)
+            ds = ds.batch(4096).map(in_space, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        ds = ds.batch(batch_size)
         ds = ds.map(self._parse(weights), num_parallel_calls=tf.data.AUTOTUNE)
         index, count = shard
         if count > 1:
