@@ -139,6 +139,35 @@ def test_no_incomplete_numeric_dir_while_pushing(tmp_path, model_uri, monkeypatc
     assert all(not n.isdigit() for n, complete in seen if complete is None)
 
 
+def test_version_folder_is_the_staging_folder_renamed_not_a_copy(tmp_path, model_uri, monkeypatch):
+    """Publishing is one rename: the numeric folder *is* the staging folder (same inode), and no tree copy runs."""
+    import shutil
+
+    base = tmp_path / "serving"
+    staging_inodes = {}
+    real_copy = fileio.copy
+
+    def recording_copy(src, dst, overwrite=False):
+        real_copy(src, dst, overwrite)
+        for name in os.listdir(base):
+            if name.startswith(atomic_pusher.STAGING_PREFIX):
+                staging_inodes[name] = os.stat(base / name).st_ino
+
+    def no_tree_copy(*args, **kwargs):
+        raise AssertionError(f"a version folder must be published by rename, not copied: copytree{args}")
+
+    monkeypatch.setattr(fileio, "copy", recording_copy)
+    monkeypatch.setattr(shutil, "copytree", no_tree_copy)
+    inputs, outputs, pushed = _artifacts(tmp_path, model_uri)
+    Executor().Do(inputs, outputs, _exec_props(str(base)))
+
+    versions = _numeric(base)
+    assert len(versions) == 1 and len(staging_inodes) == 1, (versions, staging_inodes)
+    assert os.stat(base / versions[0]).st_ino == next(iter(staging_inodes.values()))
+    assert _hidden(base) == []  # the staging name is gone: it became the version
+    assert pushed.get_int_custom_property("pushed") == 1
+
+
 def test_stock_pusher_does_expose_incomplete_versions(tmp_path, model_uri, monkeypatch):
     """Sanity check of the watcher above: the stock executor fails it (that is the bug)."""
     base = tmp_path / "serving"

@@ -1,4 +1,5 @@
-"""End-to-end: `ncs daily` over consecutive days (drift on day 3), a corrupted day, a kill during training."""
+"""End-to-end: `ncs daily` over consecutive days (catch-up, a mask refresh, a warm start), a corrupted day, a kill
+during training."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -17,13 +19,27 @@ from pipeline.cli import main
 from tests.conftest import tiny_config_dict
 
 
+ROWS_PER_DAY = 800
+TRAINING_EPOCHS, DAILY_EPOCHS = 2, 1  # different, so the daily override is visible
+
+
+# the daily orchestration does not depend on the feature set (the TFX end-to-end test runs all of them); fewer
+# features make every Transform, training and evaluation of the 4 days cheaper. Kept: a hashed id, a vocabulary
+# with OOV buckets, a multi-valued feature and one sharing its embedding table, a small vocabulary, a numeric one.
+DAILY_FEATURES = ("user_id", "video_id", "interests", "tags", "page", "duration")
+
+
 def _config(tmp_path: Path) -> Path:
     d = tiny_config_dict(variant="connection")
+    d["features"] = [f for f in d["features"] if f["name"] in DAILY_FEATURES]
+    assert len(d["features"]) == len(DAILY_FEATURES)
+    d["training"]["epochs"] = TRAINING_EPOCHS  # a day with new masks trains from their θ for this many epochs
     d["sparse"] = {"rounds": 1, "final_density": 0.5}
     # tiny data: value thresholds only check sanity, change thresholds allow day-to-day noise
     d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
     d["pipeline"]["smoke_check_rows"] = 16
-    d["daily"] = {"window_days": 3, "epochs": 1, "refresh": {"every_days": 7, "max_drift": 0.3}}
+    d["pipeline"]["slices"] = []  # TFMA slices cost Evaluator time and are not what this test checks
+    d["daily"] = {"window_days": 2, "epochs": DAILY_EPOCHS, "refresh": {"every_days": 7, "max_drift": 0.3}}
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -43,58 +59,91 @@ def _ledger(home: Path) -> dict:
     return json.loads((home / "daily" / "ncs-ctr-cvr.json").read_text())["days"]
 
 
-def test_daily_runs_warm_start_reject_kill_and_catch_up(tmp_path):
+def _store(home: Path):
+    from pipeline.runner import metadata_store
+
+    return metadata_store(home / "metadata" / "ncs-ctr-cvr.sqlite")
+
+
+def _trainer_run(home: Path, model_uri: str) -> dict:
+    """How the MaskedTrainer that wrote ``model_uri`` ran: its ``epochs`` parameter (0 = the configured
+    epochs), its inputs (``base_model``, ``masks`` URIs or None) and the epochs it trained (its summary)."""
+    from serving.export import ASSETS_EXTRA
+
+    store = _store(home)
+    model = next(a for a in store.get_artifacts_by_type("Model") if a.uri == model_uri)
+    ex_id = next(e.execution_id for e in store.get_events_by_artifact_ids([model.id]) if e.type == e.OUTPUT)
+    execution = store.get_executions_by_id([ex_id])[0]
+    inputs = {}
+    for e in store.get_events_by_execution_ids([ex_id]):
+        if e.type == e.INPUT:
+            inputs.setdefault(e.path.steps[0].key, []).extend(a.uri for a in store.get_artifacts_by_id([e.artifact_id]))
+    summary = json.loads((Path(model_uri) / "Format-Serving" / ASSETS_EXTRA / "training_summary.json").read_text())
+    return {
+        "epochs_param": execution.custom_properties["epochs"].int_value,
+        "base_model": inputs.get("base_model", [None])[0],
+        "masks": inputs["masks"][0],
+        "trained_epochs": summary["epochs"],
+        "warm_start": summary.get("warm_start", {}).get("from"),
+    }
+
+
+@pytest.mark.e2e
+def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
-    r = CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "5", "--rows-per-day", "1500",
-                                  "--drift", "0.5", "--drift-day", "2"])
+    r = CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "4", "--rows-per-day", str(ROWS_PER_DAY),
+                                  "--drift", "0.5", "--drift-day", "3"])
     assert r.exit_code == 0, r.output
     cfg = _config(tmp_path)
-    # day 4 arrives corrupted (types and label domain broken)
-    bad_file = next((data / "20260104").glob("*.csv"))
+    # day 3 arrives corrupted (types and label domain broken)
+    bad_file = next((data / "20260103").glob("*.csv"))
     bad = pd.read_csv(bad_file)
     bad["duration"] = bad["duration"].astype(str)
     bad.loc[::7, "duration"] = "n/a"
     bad.loc[::11, "click"] = 2
     bad.to_csv(bad_file, index=False)
 
-    # the first daily run catches up days 1..3 in date order: one mask search, then warm starts
-    r = _daily(cfg, data, serving, home, "20260103")
+    # the first daily run catches up days 1..2 in date order, new masks asked for: day 1 searches the first
+    # masks; day 2 searches again and, although day 1's model is blessed, joint training starts from the
+    # new search's θ (not a warm start), for training.epochs
+    r = _daily(cfg, data, serving, home, "20260102", "--refresh-masks")
     assert r.exit_code == 0, r.output
     days = _ledger(home)
-    assert [d for d in days] == ["20260101", "20260102", "20260103"]
+    assert [d for d in days] == ["20260101", "20260102"]
     assert all(days[d]["status"] == "succeeded" for d in days)
-    assert [days[d]["masks_refreshed"] for d in days] == [True, False, False]
+    assert [days[d]["masks_refreshed"] for d in days] == [True, True]
     assert "first mask search" in days["20260101"]["refresh_reason"]
-    assert "kept" in days["20260103"]["refresh_reason"] and "drift" in days["20260103"]["refresh_reason"]
-    assert days["20260102"]["masks_uri"] == days["20260103"]["masks_uri"] == days["20260101"]["masks_uri"]
-    # each day warm-starts from the previous day's blessed model, on a rolling window of days
-    assert days["20260101"]["warm_started_from"] is None
+    assert "refresh requested" in days["20260102"]["refresh_reason"]
+    masks1, masks2 = days["20260101"]["masks_uri"], days["20260102"]["masks_uri"]
+    assert masks1 != masks2
+    assert [days[d]["warm_started_from"] for d in days] == [None, None]
+    assert days["20260101"]["window"] == ["20260101"]
+    assert days["20260102"]["window"] == ["20260101", "20260102"]
     pushed = [days[d]["pushed_version"] for d in days]
     assert all(pushed) and pushed == sorted(pushed) and _versions(serving) == pushed
-    assert days["20260102"]["window"] == ["20260101", "20260102"]
-    assert days["20260103"]["window"] == ["20260101", "20260102", "20260103"]
     models = {d: _model_uri_of(home, days[d]["pushed_version"]) for d in days}
-    assert days["20260102"]["warm_started_from"] == models["20260101"]
-    assert days["20260103"]["warm_started_from"] == models["20260102"]
+    for d, masks in (("20260101", masks1), ("20260102", masks2)):
+        assert _trainer_run(home, models[d]) == {
+            "epochs_param": 0, "base_model": None, "masks": masks, "trained_epochs": TRAINING_EPOCHS, "warm_start": None}
     for d in days:
         assert 0 < days[d]["metrics"]["ctr/auc"] < 1 and days[d]["metrics"]["cvr/mse"] >= 0
-    assert "ctr/auc/baseline" in days["20260102"]["metrics"]  # evaluated against yesterday's blessed model
+    assert "ctr/auc/baseline" in days["20260102"]["metrics"]  # evaluated against day 1's blessed model
 
     # re-running a day that succeeded is a no-op
-    r = _daily(cfg, data, serving, home, "20260103")
+    r = _daily(cfg, data, serving, home, "20260102")
     assert r.exit_code == 0 and "nothing to do" in r.output
 
     # the corrupted day is rejected at validation; the served versions do not change
-    r = _daily(cfg, data, serving, home, "20260104")
+    r = _daily(cfg, data, serving, home, "20260103")
     assert r.exit_code == 1 and "REJECTED" in r.output and "duration" in r.output, r.output
     assert _versions(serving) == pushed
-    assert _ledger(home)["20260104"]["status"] == "rejected"
+    assert _ledger(home)["20260103"]["status"] == "rejected"
 
-    # day 5: killed during training, nothing is pushed; the re-run completes
+    # day 4: killed during training, nothing is pushed; the re-run completes
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "daily", "--config", str(cfg), "--data", str(data), "--date", "20260105",
+            [sys.executable, "-m", "pipeline.cli", "daily", "--config", str(cfg), "--data", str(data), "--date", "20260104",
              "--serving-dir", str(serving), "--beam-arg=--direct_num_workers=1"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NCS_HOME": str(home)}, start_new_session=True,
         )
@@ -105,30 +154,36 @@ def test_daily_runs_warm_start_reject_kill_and_catch_up(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert _versions(serving) == pushed
-    assert _ledger(home)["20260105"]["status"] == "running"  # what a killed run leaves
+    assert _ledger(home)["20260104"]["status"] == "running"  # what a killed run leaves
 
-    r = _daily(cfg, data, serving, home, "20260105")
+    r = _daily(cfg, data, serving, home, "20260104")
     assert r.exit_code == 0, r.output
     days = _ledger(home)
-    d5 = days["20260105"]
-    assert d5["status"] == "succeeded" and d5["pushed_version"] > pushed[-1]
-    assert _versions(serving) == pushed + [d5["pushed_version"]]
-    assert d5["window"] == ["20260103", "20260105"]  # the rejected day stays out of the window
-    assert d5["warm_started_from"] == models["20260103"] and not d5["masks_refreshed"]
+    d4 = days["20260104"]
+    assert d4["status"] == "succeeded" and d4["pushed_version"] > pushed[-1]
+    assert _versions(serving) == pushed + [d4["pushed_version"]]
+    assert d4["window"] == ["20260104"]  # 2 days: the rejected day 3 stays out, day 2 is too old
+    # day 2's masks are kept (checked against day 2's statistics); the model warm-starts from the latest
+    # blessed one (day 2's: day 3 was rejected) and trains daily.epochs
+    assert not d4["masks_refreshed"] and "masks from 20260102 kept" in d4["refresh_reason"], d4
+    assert "drift" in d4["refresh_reason"]
+    assert d4["masks_uri"] == masks2 and d4["warm_started_from"] == models["20260102"]
+    assert _trainer_run(home, _model_uri_of(home, d4["pushed_version"])) == {
+        "epochs_param": DAILY_EPOCHS, "base_model": models["20260102"], "masks": masks2, "trained_epochs": DAILY_EPOCHS,
+        "warm_start": models["20260102"]}
+    assert "ctr/auc/baseline" in d4["metrics"] and 0 < d4["metrics"]["ctr/auc"] < 1
 
     # the history table and its plot
     r = CliRunner().invoke(main, ["history", "--config", str(cfg), "--plot", str(tmp_path / "days.png")],
                            env={"NCS_HOME": str(home)})
     assert r.exit_code == 0, r.output
-    assert re.search(r"20260104\s+rejected", r.output) and "searched" in r.output, r.output
+    assert re.search(r"20260103\s+rejected", r.output) and "searched" in r.output and "reused" in r.output, r.output
     assert (tmp_path / "days.png").stat().st_size > 0
 
 
 def _model_uri_of(home: Path, version: str) -> str:
     """The Model artifact pushed as ``version`` (the PushedModel's lineage in MLMD)."""
-    from pipeline.runner import metadata_store
-
-    store = metadata_store(home / "metadata" / "ncs-ctr-cvr.sqlite")
+    store = _store(home)
     for pm in store.get_artifacts_by_type("PushedModel"):
         if pm.custom_properties["pushed_version"].string_value == version:
             ex = [e.execution_id for e in store.get_events_by_artifact_ids([pm.id]) if e.type == e.OUTPUT][0]

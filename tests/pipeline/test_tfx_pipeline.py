@@ -1,7 +1,9 @@
 """End-to-end: the TFX pipeline through `ncs run` (LocalDagRunner), a bad day, the Kubeflow V2 compile."""
 
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +35,7 @@ def _config(tmp_path: Path) -> Path:
     d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
     d["pipeline"]["smoke_check_rows"] = 32
     d["pipeline"]["compact"] = True  # the trainer exports the compacted network (checked by every serving assert below)
+    d["pipeline"]["slices"] = []  # TFMA slices cost Evaluator time; eval_config's slicing is checked without a run
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -53,7 +56,8 @@ def _run(tmp_path, home, data, serving, cfg):
     )
 
 
-def test_pipeline_end_to_end_then_bad_day(tmp_path):
+@pytest.mark.e2e
+def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
     runner = CliRunner()
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
     r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500"])
@@ -156,13 +160,54 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path):
     assert "examples: dtype string, shape (-1)" in r.output and "rank_score: dtype float32" in r.output
     assert "masks (connection): density ctr" in r.output and "variant connection" in r.output
 
-    # ncs compact on the trained model: same signatures, outputs within 1e-5 (checked by the command)
+    # what was pushed is the compacted network: it answers like the uncompacted network with the same trained
+    # weights (exported here from the model's warm_start/ weights and masks)
+    from serving.compact import compare_saved_models, rebuild_masked_network
+    from serving.export import ASSETS_EXTRA, export_serving_model
+
+    trained = json.loads((versions[0] / ASSETS_EXTRA / "training_summary.json").read_text())
+    assert set(trained["compacted"]) == {"ctr", "cvr"}, trained
     tg = store.get_artifacts_by_type("TransformGraph")[0].uri
     eg = next(a.uri for a in store.get_artifacts_by_type("Examples") if "CsvExampleGen" in a.uri)
-    r = CliRunner().invoke(main, ["compact", "--model-dir", models[0].uri, "--transform-graph", tg,
-                                  "--out", str(tmp_path / "compact"), "--examples", os.path.join(eg, "Split-eval", "*")])
+    eval_glob = os.path.join(eg, "Split-eval", "*")
+    eval_examples = [r.numpy() for r in tf.data.TFRecordDataset(sorted(glob.glob(eval_glob)), compression_type="GZIP").take(256)]
+    assert len(eval_examples) > 50
+    full_dir = tmp_path / "uncompacted"
+    shutil.copytree(os.path.join(models[0].uri, "warm_start"), full_dir / "warm_start")
+    full, full_cfg, tft_output = rebuild_masked_network(models[0].uri, tg)
+    export_serving_model(full, tft_output, full_cfg, full_dir / "Format-Serving")
+    assert not (full_dir / "Format-Serving" / ASSETS_EXTRA / "training_summary.json").exists()  # not the trainer's export
+    report = compare_saved_models(str(full_dir / "Format-Serving"), str(versions[0]), eval_examples, repeats=1)
+    assert report["max_rel_diff"] <= 1e-5, report
+    # ncs compact on the uncompacted model: same signatures, outputs within 1e-5 (checked by the command)
+    r = CliRunner().invoke(main, ["compact", "--model-dir", str(full_dir), "--transform-graph", tg,
+                                  "--out", str(tmp_path / "compact"), "--examples", eval_glob])
     assert r.exit_code == 0, r.output
     assert '"max_rel_diff"' in r.output and (tmp_path / "compact" / "saved_model.pb").exists()
+
+    # a model that fails the thresholds is NOT blessed and nothing is pushed. Same config (so every step up to the
+    # trainer is cached and the model is the one above); only the Evaluator's thresholds are out of reach
+    import pipeline.pipeline as pipeline_module
+
+    real_eval_config = pipeline_module.eval_config
+    impossible = {"ctr": {"value": 0.9999, "max_change": 0.5}, "cvr": {"value": 1e-9, "max_change": 0.5}}
+    monkeypatch.setattr(pipeline_module, "eval_config",
+                        lambda c: real_eval_config(c.with_overrides(pipeline={"thresholds": impossible})))
+    r = _run(tmp_path, home, data, serving, cfg)
+    monkeypatch.setattr(pipeline_module, "eval_config", real_eval_config)
+    assert r.exit_code == 0, r.output
+    assert "TFMA blessing: NOT blessed" in r.output and "pushed: nothing" in r.output, r.output
+    summary = json.loads((home / "last_run.json").read_text())
+    assert summary["validation_ok"] is False
+    assert {f.split(" = ")[0] for f in summary["validation_failures"]} == {"ctr/auc", "cvr/mse"}, summary
+    assert summary["smoke_check"]["blessed"] == 1  # the serving check passed: the Evaluator's blessing stopped it
+    assert summary["push"]["pushed"] == 0 and "pushed_version" not in summary["push"]
+    assert summary["model"]["uri"] == models[0].uri  # the same (cached) model, so it is its blessing that failed
+    store = _store(home)
+    assert len(store.get_artifacts_by_type("Model")) == 1
+    blessings = store.get_artifacts_by_type("ModelBlessing")
+    assert sorted(b.custom_properties["blessed"].int_value for b in blessings) == [0, 1]
+    assert sorted(p for p in serving.iterdir()) == versions  # nothing new, nothing hidden left behind
 
     # a corrupted day: stops at the validator, nothing downstream runs, the served version stays
     bad = pd.read_csv(next(day.glob("*.csv")))
@@ -193,6 +238,9 @@ def test_kubeflow_v2_compile_names_custom_components(tmp_path):
     assert {"MaskSearch", "MaskedTrainer", "ServingSmokeCheck", "ValidationGate", "Evaluator", "Pusher"} <= tasks
     text = out.read_text()
     assert "components.TaskMasks" in text and "registry.example/ncs:1" in text
+    # the cluster's Pusher runs the atomic executor too (it falls back to the stock copy for gs:// and co.)
+    args = spec["deploymentSpec"]["executors"]["Pusher_executor"]["container"]["args"]
+    assert args[args.index("--executor_class_path") + 1] == "components.atomic_pusher.Executor"
 
 
 def test_baseline_variant_pipeline_has_no_mask_search(tmp_path):
@@ -206,8 +254,35 @@ def test_baseline_variant_pipeline_has_no_mask_search(tmp_path):
     assert "MaskSearch" not in ids and "MaskedTrainer" in ids
 
 
+@pytest.mark.parametrize("daily", [False, True], ids=["run", "daily"])
+def test_pusher_is_the_atomic_executor_gated_by_both_blessings(tmp_path, daily):
+    from tfx.proto import pusher_pb2
+    from tfx.utils import proto_utils
+
+    from components import atomic_pusher
+    from models.config import parse_config
+    from pipeline.pipeline import DailyRun, create_pipeline
+
+    cfg = parse_config(tiny_config_dict(variant="connection"))
+    serving = tmp_path / "serving"
+    p = create_pipeline(cfg, str(tmp_path / "data"), str(tmp_path / "root"), str(serving), str(tmp_path / "m.sqlite"),
+                        daily=DailyRun(day="20260102", masks_decision="test") if daily else None)
+    pushers = [c for c in p.components if c.id == "Pusher"]
+    assert len(pushers) == 1
+    pusher = pushers[0]
+    assert pusher.executor_spec.executor_class is atomic_pusher.Executor
+    dest = pusher.exec_properties["push_destination"]
+    if not isinstance(dest, pusher_pb2.PushDestination):
+        dest = proto_utils.json_to_proto(dest, pusher_pb2.PushDestination())
+    assert dest.WhichOneof("destination") == "filesystem" and dest.filesystem.base_directory == str(serving)
+    producers = {k: ch.producer_component_id for k, ch in pusher.inputs.items()}
+    assert producers == {"model": "MaskedTrainer", "model_blessing": "Evaluator", "infra_blessing": "ServingSmokeCheck"}
+
+
 @pytest.mark.parametrize("task_type", ["binary", "regression"])
 def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
+    import tensorflow_model_analysis as tfma
+
     from models.config import parse_config
     from pipeline.pipeline import eval_config
 
@@ -223,15 +298,66 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
     th = gated[0].per_slice_thresholds[0]
     assert len(th.slicing_specs) == 1 and not th.slicing_specs[0].feature_keys  # the overall slice only
     want = cfg.pipeline.thresholds[name]
+    change = th.threshold.change_threshold
     if task_type == "binary":
         assert gated[0].class_name == "AUC"
         assert th.threshold.value_threshold.lower_bound.value == pytest.approx(want.value)
-        assert th.threshold.change_threshold.absolute.value == pytest.approx(-want.max_change)
+        assert not th.threshold.value_threshold.HasField("upper_bound")
+        assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+        assert change.absolute.value == pytest.approx(-want.max_change)
     else:
         assert gated[0].class_name == "MeanSquaredError"
         assert th.threshold.value_threshold.upper_bound.value == pytest.approx(want.value)
-        assert th.threshold.change_threshold.absolute.value == pytest.approx(want.max_change)
+        assert not th.threshold.value_threshold.HasField("lower_bound")
+        assert change.direction == tfma.MetricDirection.LOWER_IS_BETTER
+        assert change.absolute.value == pytest.approx(want.max_change)
     assert {tuple(s.feature_keys) for s in ec.slicing_specs} == {(), ("slice__page",), ("duration_bucket",)}
+
+
+def _tfma_validation(config, values: dict) -> list[str]:
+    """TFMA's own threshold check (as the Evaluator runs it with a baseline) on the overall slice.
+
+    ``values``: ``{(output, metric, is_diff): value}`` for every gated metric; returns the
+    failing ``output/metric[ diff]`` names (empty = blessed).
+    """
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.evaluators import metrics_validator
+
+    from pipeline.pipeline import eval_config
+
+    ec = tfma.utils.update_eval_config_with_defaults(eval_config(config), has_baseline=True, rubber_stamp=True)
+    thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(ec.metrics_specs, eval_config=ec)
+    gated = {k: values[(k.output_name, k.name, k.is_diff)] for k in thresholds if not k.model_name.startswith("base")}
+    assert set(values) == {(k.output_name, k.name, k.is_diff) for k in gated}, gated
+    result = metrics_validator.validate_metrics(((), gated), ec)
+    failures = [f"{f.metric_key.output_name}/{f.metric_key.name}" + (" diff" if f.metric_key.is_diff else "")
+                for m in result.metric_validations_per_slice for f in m.failures]
+    assert result.validation_ok == (not failures)
+    return sorted(failures)
+
+
+def test_eval_config_thresholds_bless_and_reject_in_the_right_direction():
+    """AUC: higher is better, may drop by at most max_change; MSE: lower is better, may rise by at most max_change."""
+    from models.config import parse_config
+
+    cfg = parse_config(tiny_config_dict())
+    ctr, cvr = cfg.pipeline.thresholds["ctr"], cfg.pipeline.thresholds["cvr"]
+
+    def check(auc, auc_diff, mse, mse_diff):
+        return _tfma_validation(cfg, {("ctr", "auc", False): auc, ("ctr", "auc", True): auc_diff,
+                                      ("cvr", "mse", False): mse, ("cvr", "mse", True): mse_diff})
+
+    good_auc, good_mse = ctr.value + 0.05, cvr.value / 2
+    assert check(good_auc, 0.0, good_mse, 0.0) == []
+    # better than the baseline by far more than max_change: still blessed
+    assert check(good_auc, +10 * ctr.max_change, good_mse, -10 * cvr.max_change) == []
+    # worse than the baseline by a bit less / more than max_change
+    assert check(good_auc, -0.5 * ctr.max_change, good_mse, +0.5 * cvr.max_change) == []
+    assert check(good_auc, -2 * ctr.max_change, good_mse, 0.0) == ["ctr/auc diff"]
+    assert check(good_auc, 0.0, good_mse, +2 * cvr.max_change) == ["cvr/mse diff"]
+    # the value bounds: AUC from below, MSE from above
+    assert check(ctr.value - 0.01, 0.0, good_mse, 0.0) == ["ctr/auc"]
+    assert check(good_auc, 0.0, cvr.value + 0.01, 0.0) == ["cvr/mse"]
 
 
 def test_preflight_names_file_and_line_of_a_ragged_row(tmp_path):
