@@ -222,7 +222,10 @@ class Engine:
                 optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
                 return losses
 
-            @tf.function(input_signature=list(signature), autograph=False)
+            # (a distributed iterator yields PerReplica values, which a TensorSpec signature cannot bind)
+            distributed = strategy.num_replicas_in_sync > 1
+            @tf.function(input_signature=None if distributed else list(signature), reduce_retracing=distributed,
+                         autograph=False)
             def step(x, y, w):
                 per_replica = strategy.run(replica_step, args=(x, y, w))
                 return {t: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for t, v in per_replica.items()}
