@@ -174,14 +174,19 @@ def _chunk_sizes(n: int, workers: int) -> list[int]:
     return sizes
 
 
+def _expected_seconds(item) -> float:
+    """``@pytest.mark.e2e(seconds=...)``: the test's rough duration on a 2-core machine (default 120)."""
+    return float(item.get_closest_marker("e2e").kwargs.get("seconds", 120))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Start the known-slow end-to-end tests (marker ``e2e``) first, one at the head of each worker's chunk.
+    """Start the known-slow end-to-end tests (marker ``e2e``) first, spread over the xdist workers.
 
     Under ``-n N --dist worksteal`` each worker starts on a contiguous chunk of the collection
-    and idle workers steal from the *end* of the others' queues, so a slow test is put at the
-    start of a chunk: the slow tests run side by side from the first second while the fast ones
-    fill the rest. Without xdist they simply run first. Each ``e2e`` test also gets a generous
-    timeout (unless it sets its own).
+    and idle workers steal from the *end* of the others' queues, so the slow tests go to the
+    heads of the chunks: longest first, each to the chunk with the least slow work so far
+    (``seconds`` of the marker), and the fast tests fill the rest. Without xdist they simply run
+    first. Each ``e2e`` test also gets a generous timeout (unless it sets its own).
     """
     slow = [it for it in items if it.get_closest_marker("e2e")]
     if not slow:
@@ -189,14 +194,18 @@ def pytest_collection_modifyitems(config, items):
     for it in slow:
         if not it.get_closest_marker("timeout"):
             it.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
+    slow.sort(key=_expected_seconds, reverse=True)  # stable: collection order among equals
     rest = [it for it in items if not it.get_closest_marker("e2e")]
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     if workers <= 1:
         items[:] = slow + rest
         return
     chunks: list[list] = [[] for _ in range(workers)]
-    for i, it in enumerate(slow):  # round-robin: the first N slow tests start at once
-        chunks[i % workers].append(it)
+    load = [0.0] * workers
+    for it in slow:
+        w = load.index(min(load))
+        chunks[w].append(it)
+        load[w] += _expected_seconds(it)
     ordered = []
     for chunk, size in zip(chunks, _chunk_sizes(len(items), workers)):
         take = max(0, size - len(chunk))

@@ -88,7 +88,7 @@ def _trainer_run(home: Path, model_uri: str) -> dict:
     }
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=450)
 def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
     r = CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "4", "--rows-per-day", str(ROWS_PER_DAY),

@@ -56,7 +56,7 @@ def _run(tmp_path, home, data, serving, cfg):
     )
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=330)
 def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
     runner = CliRunner()
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
