@@ -162,7 +162,7 @@ def prepared(tiny_config, transformed):
 
 # ----------------------------------------------------------------------------- scheduling
 
-E2E_TIMEOUT = 900  # seconds; the default for every other test is `timeout` in pyproject.toml
+E2E_TIMEOUT = 1200  # seconds (the daily test took ~890 s on a loaded 2-core machine); other tests: `timeout` in pyproject.toml
 
 
 def _chunk_sizes(n: int, workers: int) -> list[int]:
