@@ -13,17 +13,19 @@ from pipeline.runner import LocalPaths
 from tests.conftest import tiny_config_dict
 
 
-def _masks_dir(tmp_path, units):
-    """A TaskMasks artifact folder for an MLP of ``units`` (the config's is [16, 8])."""
-    d = tmp_path / "masks"
+def _masks_dir(tmp_path, name: str, variant: str = "connection", **model_overrides):
+    """A TaskMasks artifact folder as a mask search writes it, for the network the tiny config with
+    ``model_overrides`` really builds (built the way the daily run builds it to check masks)."""
+    from models.features import embedding_tables
+    from models.variants import build_model
+
+    cfg = parse_config(tiny_config_dict(variant=variant, **model_overrides))
+    vocab = {f.name: ["x"] for f in cfg.features if getattr(f, "vocab_size", None) is not None}
+    model = build_model(cfg, embedding_tables(cfg, vocab), seed=0)
+    d = tmp_path / name
     d.mkdir()
-    shapes, fan_in = [], 40
-    for u in units:
-        shapes.append((fan_in, u))
-        fan_in = u
-    ms = {t: [np.ones(s, np.float32) for s in shapes] for t in ("ctr", "cvr")}
-    TaskMasks("connection", [f"snet/dense_{i}" for i in range(len(units))], ms).save(d / "masks.npz")
-    save_theta(str(d / "theta.npz"), [np.zeros(1)])
+    TaskMasks.all_ones(model, structure=variant).save(d / "masks.npz")
+    save_theta(str(d / "theta.npz"), [np.asarray(w) for w in model.get_weights()])
     return d
 
 
@@ -35,14 +37,22 @@ def _opts(tmp_path, on_incompatible):
 
 
 def test_masks_that_do_not_fit_are_refreshed_or_stop_with_a_clear_error(tmp_path, monkeypatch):
-    masks = _masks_dir(tmp_path, [32, 8])  # the network has [16, 8]
     cfg, opts = _opts(tmp_path, "refresh")
-    problem = check_masks(cfg, str(masks))
-    assert problem and "masks at" in problem
-    monkeypatch.setattr(daily_run, "latest_masks_uri", lambda paths: str(masks))
+    assert cfg.model.mlp == [16, 8]
+    assert check_masks(cfg, str(_masks_dir(tmp_path, "same"))) is None  # masks of this very network fit
+    # masks searched for a wider network (an earlier config: mlp [32, 8]) and for another embedding size
+    wider, narrower_emb = _masks_dir(tmp_path, "wider", mlp=[32, 8]), _masks_dir(tmp_path, "emb", embedding_dim=3)
+    problem = check_masks(cfg, str(wider))
+    assert problem and f"masks at {wider}" in problem and "16" in problem and "32" in problem, problem
+    assert check_masks(cfg, str(narrower_emb)), "masks for another embedding size (first-layer fan-in) must not fit"
+    # neuron masks for a connection config
+    neuron = _masks_dir(tmp_path, "neuron", variant="neuron")
+    assert "'neuron' masks" in check_masks(cfg, str(neuron))
+
+    monkeypatch.setattr(daily_run, "latest_masks_uri", lambda paths: str(wider))
     ledger = DailyLedger(tmp_path / "h", cfg.pipeline.name)
     refresh, why, reuse = decide(opts, ledger, "20260102", None)
-    assert refresh and reuse is None and why.startswith("masks unusable")
+    assert refresh and reuse is None and why.startswith("masks unusable"), why
 
     cfg, opts = _opts(tmp_path, "error")
     with pytest.raises(MasksUnusableError, match="on_incompatible=error.*--refresh-masks"):
