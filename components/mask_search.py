@@ -1,4 +1,5 @@
-"""MaskSearch component: Steps 1-2 of sparse sharing (warm-up -> per-task mask search).
+"""The MaskSearch body (its TFX adapter is ``components.definitions.MaskSearch``): Steps 1-2 of sparse sharing
+(warm-up -> per-task mask search).
 
 Consumes Transform's output (examples + graph), runs
 ``models.sparse_sharing.SparseSharingTrainer.warmup`` and ``.search`` (streamed input, the
@@ -13,15 +14,12 @@ summary numbers as custom properties (``density_<task>``, ``chosen_round_<task>`
 import json
 import os
 import time
-from typing import List
 
 import numpy as np
 import tensorflow_transform as tft
 from absl import logging
-from tfx import v1 as tfx
 
 from components.data import embedding_tables_from_transform, stream_split
-from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.mask_analytics import analyze, write_analytics
 from models.masks import MaskShapeError
@@ -96,24 +94,3 @@ def search_masks(config: ProjectConfig, examples_uri: str | list[str], transform
     analytics["steps"] = {"warmup": trainer.warmup_fit.steps, "search": trainer.engine.steps_taken - s0}
     write_analytics(analytics, out_uri)
     return analytics
-
-
-@tfx.dsl.components.component
-def MaskSearch(
-    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
-    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
-    masks: tfx.dsl.components.OutputArtifact[TaskMasks],
-    config_json: tfx.dsl.components.Parameter[str],
-):
-    config = ProjectConfig.model_validate_json(config_json)
-    analytics = search_masks(config, [e.uri for e in transformed_examples], transform_graph.uri, masks.uri)
-    found = Masks.load(os.path.join(masks.uri, MASKS_FILE))
-    masks.set_string_custom_property("structure", config.model.variant)
-    for t in config.task_names:
-        masks.set_float_custom_property(f"density_{t}", found.density(t))
-        masks.set_int_custom_property(f"chosen_round_{t}", int(analytics["chosen_round"][t]))
-    masks.set_float_custom_property("shared_fraction", analytics["overall"]["shared"])
-    masks.set_float_custom_property("unused_fraction", analytics["overall"]["unused"])
-    masks.set_float_custom_property("warmup_seconds", analytics["seconds"]["warmup"])
-    masks.set_float_custom_property("search_seconds", analytics["seconds"]["search"])
-    masks.set_string_custom_property("layer_shapes", json.dumps([list(s) for s in found.shapes]))

@@ -1,4 +1,5 @@
-"""MaskedTrainer component: Step 3 of sparse sharing, or any baseline variant.
+"""The MaskedTrainer body (its TFX adapter is ``components.definitions.MaskedTrainer``): Step 3 of sparse
+sharing, or any baseline variant.
 
 Inputs: Transform's examples and graph; ``masks`` (a ``TaskMasks`` artifact, required for
 ``connection``/``neuron``: joint masked training starts from its θ with its masks); an
@@ -13,20 +14,16 @@ import json
 import os
 import shutil
 import time
-from typing import List
 
 import numpy as np
 import tensorflow_transform as tft
 from absl import logging
-from tfx import v1 as tfx
 
 from components.data import embedding_tables_from_transform, stream_split
 from components.mask_search import load_masks_artifact, load_theta_vocabularies
-from components.types import TaskMasks
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models.engine import Engine, LogCallback, TensorBoardCallback
 from models.mask_analytics import analyze
-from models.metrics import primary_metric
 from models.variants import build_model
 from models.warm_start import WarmStartError, load_warm_start, save_warm_start
 
@@ -133,46 +130,6 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
 
     export_serving_model(exported, tft_output, config, serving, extra_files)
     return summary
-
-
-@tfx.dsl.components.component
-def MaskedTrainer(
-    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
-    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
-    model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
-    model_run: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelRun],
-    config_json: tfx.dsl.components.Parameter[str],
-    masks: tfx.dsl.components.InputArtifact[TaskMasks] = None,
-    base_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
-    epochs: tfx.dsl.components.Parameter[int] = 0,
-    masks_decision: tfx.dsl.components.Parameter[str] = "",
-):
-    """``epochs`` > 0 overrides the configured epochs (daily increments); ``masks_decision`` (why the
-    masks were searched or reused, from ``ncs daily``) is stored on the model artifact."""
-    config = ProjectConfig.model_validate_json(config_json)
-    summary = train_and_export(
-        config,
-        [e.uri for e in transformed_examples],
-        transform_graph.uri,
-        model.uri,
-        model_run.uri,
-        masks.uri if masks is not None else None,
-        base_model.uri if base_model is not None else None,
-        epochs or None,
-    )
-    if base_model is not None:
-        model.set_string_custom_property("warm_started_from", base_model.uri)
-    if masks is not None:
-        model.set_string_custom_property("masks_uri", masks.uri)
-    if masks_decision:
-        model.set_string_custom_property("masks_decision", masks_decision)
-    model.set_string_custom_property("variant", config.model.variant)
-    model.set_float_custom_property("train_seconds", summary["train_seconds"])
-    for t in config.tasks:
-        k = primary_metric(t.type)
-        v = summary["valid_metrics"][t.name].get(k)
-        if v is not None and np.isfinite(v):
-            model.set_float_custom_property(f"valid_{t.name}_{k}", v)
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
-"""ServingSmokeCheck component: a Docker-free stand-in for InfraValidator.
+"""The ServingSmokeCheck body (its TFX adapter is ``components.definitions.ServingSmokeCheck``): a Docker-free
+stand-in for InfraValidator.
 
 Loads the exported SavedModel in a *fresh Python process* (so nothing from the training
 process — custom objects, graphs, caches — can make a broken export look fine), calls
@@ -20,9 +21,7 @@ import os
 import subprocess
 import sys
 
-from tfx import v1 as tfx
 
-from models.data import split_files
 
 REPORT = "smoke_check.json"
 
@@ -97,31 +96,6 @@ def run_in_fresh_process(model_dir: str, example_files: list[str], rows: int, ta
     if proc.returncode != 0 or not lines:
         return {"ok": False, "checks": [], "errors": [f"model process failed (exit {proc.returncode}): {proc.stderr[-2000:]}"]}
     return json.loads(lines[-1])
-
-
-@tfx.dsl.components.component
-def ServingSmokeCheck(
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
-    tasks_json: tfx.dsl.components.Parameter[str],
-    rows: tfx.dsl.components.Parameter[int] = 64,
-    split: tfx.dsl.components.Parameter[str] = "eval",
-):
-    from absl import logging
-
-    model_dir = os.path.join(model.uri, "Format-Serving")
-    result = run_in_fresh_process(model_dir, split_files(examples.uri, split), rows, json.loads(tasks_json))
-    os.makedirs(blessing.uri, exist_ok=True)
-    with open(os.path.join(blessing.uri, REPORT), "w") as f:
-        json.dump(result, f, indent=1)
-    ok = bool(result["ok"])
-    open(os.path.join(blessing.uri, "INFRA_BLESSED" if ok else "INFRA_NOT_BLESSED"), "w").close()
-    blessing.set_int_custom_property("blessed", int(ok))
-    for line in result["checks"]:
-        logging.info("ServingSmokeCheck ok: %s", line)
-    for line in result["errors"]:
-        logging.error("ServingSmokeCheck FAILED: %s", line)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import datetime as dt
 import glob
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 from models.config import SPARSE_VARIANTS, CategoricalFeature, ProjectConfig

@@ -30,10 +30,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.atomic_pusher import atomic_pusher
-from components.mask_search import MaskSearch
 from components.resolvers import ValidatedSpanWindow
-from components.masked_trainer import MaskedTrainer
-from components.smoke_check import ServingSmokeCheck
+from components.definitions import MaskSearch, MaskedTrainer, ServingSmokeCheck
 from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE, transform_config_json
 from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
@@ -264,6 +262,9 @@ def create_pipeline(
         preprocessing_fn="components.transform.preprocessing_fn",
         custom_config={"config_json": transform_config_json(config)},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid", "eval"]),
+        # TFDV statistics of the raw and the transformed splits: nothing downstream reads them (StatisticsGen and
+        # ExampleValidator check the raw data) and each is one more pass over the data inside Transform
+        disable_statistics=True,
     )
     transform.add_upstream_node(gate)
     components.append(transform)
