@@ -96,6 +96,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
             report = load_warm_start(model, tables, os.path.join(base_model_uri, WARM_START_DIR))
             summary["warm_start"] = {"from": base_model_uri, "embeddings": report}
         engine = Engine(model, config.training, config.tuning, strategy)
+        logging.info("MaskedTrainer: training from %s", summary.get("warm_start", {}).get("from", "a fresh initialization"))
         fit = engine.fit(train, epochs=epochs or config.training.epochs, schedule=config.training.schedule,
                          valid=valid, patience=config.training.patience, callbacks=callbacks, label="train")
     summary["train_seconds"] = time.perf_counter() - t0

@@ -168,41 +168,6 @@ def _schema_path(cfg, config_path, override=None):
     return str(p)
 
 
-_PROGRESS_PREFIXES = ("Component ", "MaskSearch", "MaskedTrainer", "ServingSmokeCheck", "Model pushed", "Model version",
-                      "Model on ", "Validation complete")
-
-
-_NOISE = ("ArtifactQuery.property_predicate is not supported",)
-
-
-def _progress_logging(verbose: bool):
-    """Component start/finish lines and our components' progress on stderr; everything with --verbose."""
-    import logging
-
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.INFO)
-    # TFX logs through the "absl" logger; a logger-level filter keeps only progress lines
-    # whatever handler (absl's or a basicConfig one Beam installs) prints them
-    absl_logger = logging.getLogger("absl")
-    absl_logger.setLevel(logging.INFO)
-    if not verbose:
-
-        class _Only(logging.Filter):
-            def filter(self, record):
-                try:
-                    msg = record.getMessage()
-                except Exception:  # noqa: BLE001
-                    return False
-                if msg.startswith(_NOISE):
-                    return False
-                return record.levelno >= logging.ERROR or msg.startswith(_PROGRESS_PREFIXES)
-
-        absl_logger.addFilter(_Only())
-        for noisy in ("tensorflow", "apache_beam"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 @main.command()
 @click.option("--config", "config_path", default="configs/video.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="Project YAML (its pipeline: section drives the run).")
@@ -216,7 +181,7 @@ def _progress_logging(verbose: bool):
               help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--direct_num_workers=1.")
 @click.option("--no-cache", is_flag=True, help="Re-run every component instead of reusing cached outputs.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set model.variant=ple.")
-@click.option("-v", "--verbose", is_flag=True, help="Show all TFX/Beam logs, not only component progress.")
+@click.option("-v", "--verbose", is_flag=True, help="Print every TFX/Beam/TensorFlow log line here (default: one line per component, progress, errors; the rest goes to $NCS_HOME/logs/).")
 def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cache, overrides, verbose):
     """Run the TFX pipeline locally (LocalDagRunner, Beam DirectRunner).
 
@@ -233,7 +198,7 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
     _legacy_keras_guard()
     cfg = _load(config_path, overrides)
     schema = _schema_path(cfg, config_path, schema_override)
-    _progress_logging(verbose)
+    from pipeline.console import console
     from pipeline.runner import LocalPaths, format_summary, run_local, run_summary, write_summary
 
     paths = LocalPaths.make(cfg.pipeline.name, serving_dir)
@@ -255,7 +220,8 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
     t0 = time.perf_counter()
     failed = None
     try:
-        run_local(cfg, data_root, paths, schema, list(beam_args) or None, enable_cache=not no_cache)
+        with console(verbose, paths.home / "logs", "run", click.echo):
+            run_local(cfg, data_root, paths, schema, list(beam_args) or None, enable_cache=not no_cache)
     except Exception as err:  # noqa: BLE001 - report the failing component's error, then the summary
         failed = err
     summary = run_summary(cfg, paths) if paths.metadata.exists() else {}
@@ -285,7 +251,7 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
               help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--runner=FlinkRunner.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set daily.window_days=5.")
-@click.option("-v", "--verbose", is_flag=True, help="Show all TFX/Beam logs, not only component progress.")
+@click.option("-v", "--verbose", is_flag=True, help="Print every TFX/Beam/TensorFlow log line here (default: one line per component, progress, errors; the rest goes to $NCS_HOME/logs/).")
 def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, schema_override, beam_args, overrides, verbose):
     """Incremental daily retraining on DATA/<date>/ (schedule it with cron / a systemd timer).
 
@@ -319,7 +285,7 @@ def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, sch
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     schema = _schema_path(cfg, config_path, schema_override)
-    _progress_logging(verbose)
+    from pipeline.console import console
     from pipeline.runner import LocalPaths
 
     paths = LocalPaths.make(cfg.pipeline.name, serving_dir)
@@ -330,7 +296,8 @@ def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, sch
     click.echo(f"daily {cfg.pipeline.name}: {day} (variant {cfg.model.variant}, window {cfg.daily.window_days} day(s), "
                f"{cfg.daily.epochs} epoch(s)); serving {paths.serving_dir}", err=True)
     try:
-        records = run_daily(opts, day, catch_up)
+        with console(verbose, paths.home / "logs", "daily", lambda m: click.echo(m, err=True)):
+            records = run_daily(opts, day, catch_up)
     except (DayLockedError, MasksUnusableError) as err:
         raise click.ClickException(str(err)) from None
     if not records:

@@ -148,7 +148,7 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NCS_HOME": str(home)}, start_new_session=True,
         )
         deadline = time.time() + 600
-        while "Component MaskedTrainer is running" not in log.read_text():
+        while "MaskedTrainer: joint training from" not in log.read_text():  # training has started
             assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,7 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NCS_HOME": str(home)}, start_new_session=True,
         )
         deadline = time.time() + 600
-        while "Component MaskSearch is running" not in log.read_text():
+        while "MaskSearch: " not in log.read_text():  # its first progress line
             assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -84,6 +85,15 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
     r = _run(tmp_path, home, data, serving, cfg)
     assert r.exit_code == 0, r.output
     assert "== run summary ==" in r.output and "pushed: " in r.output
+    # the quiet console: a line with the wall time per component, the progress of the long steps, the summary
+    out_lines = r.output.splitlines()
+    assert len(out_lines) <= 60, r.output
+    for noise in ("INFO:absl", "Traceback", "FutureWarning", "Validation complete"):
+        assert noise not in r.output, (noise, r.output)
+    for component in ("Transform", "MaskSearch", "MaskedTrainer", "Evaluator", "ServingSmokeCheck", "Pusher"):
+        assert re.search(rf"^  {component} +\d+\.\d s$", r.output, re.M), (component, r.output)
+    assert re.search(r"^    MaskSearch search cvr: chose round \d", r.output, re.M), r.output
+    assert "logs: " in r.output and "(-v prints them here)" in r.output
     store = _store(home)
     types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
     cached = {types[e.type_id] for e in store.get_executions() if e.last_known_state == Execution.CACHED}
