@@ -52,7 +52,7 @@ bench: $(STAMP)
 bench-streaming: $(STAMP)
 	$(PY) benchmarks/streaming.py --rows 1000000 --scale 4
 
-# One daily increment on 1M impressions (README "Daily increment benchmark"); ~40 min on 2 cores
+# One daily increment on 1M impressions (docs/benchmarks.md "Daily increment benchmark"); ~40 min on 2 cores
 bench-daily: $(STAMP)
 	$(PY) benchmarks/daily_increment.py --rows 1000000 --setup-rows 200000
 

@@ -1,6 +1,6 @@
 """Benchmark: one daily increment (`ncs daily`) on a day of 1M impressions, on this machine.
 
-Not a test; run by hand (``make bench-daily``), numbers go to the README.
+Not a test; run by hand (``make bench-daily``), numbers go to docs/benchmarks.md.
 
 1. generate two days; day 1 is cut to ``--setup-rows`` (the first daily run: mask search +
    first model, not measured), day 2 keeps ``--rows`` impressions;

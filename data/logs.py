@@ -1,6 +1,6 @@
 """Reading click/view logs described by a config, with row-level cleaning.
 
-Rules (see README "Bad input"):
+Rules (see docs/bad-input.md):
 
 * a file whose header lacks a column the config uses stops with :class:`LogFormatError`
   naming the file, the missing columns and the config keys that use them

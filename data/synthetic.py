@@ -1,7 +1,7 @@
 """Synthetic click/view logs: the project's embedded default data.
 
 The generator is a fixed, documented simulation of a short-video feed (see the
-README section "Synthetic data"). It was fixed when the foundation landed and must
+docs/data.md). It was fixed when the foundation landed and must
 not be retuned so that a model wins. Ground truth comes from latent user/video
 factors with
 
@@ -56,7 +56,7 @@ TITLES = ["plain", "question", "clickbait"]
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorParams:
-    """Every constant of the simulation. Documented in the README; do not retune."""
+    """Every constant of the simulation. Documented in docs/data.md; do not retune."""
 
     n_users: int = 20_000
     n_videos: int = 6_000

@@ -5,7 +5,7 @@ density and the partition of connections into *shared by all tasks*, *<task> onl
 *partially shared* (>= 2 but not all tasks, only with 3+ tasks) and *unused* — the
 colours of the NCS4CVR paper's Fig. 2; the fractions sum to 1. FLOPs count
 multiply-adds of non-zero kernel weights per example (x2), next to the dense count:
-unstructured zeros do not make a dense kernel faster, see the README.
+unstructured zeros do not make a dense kernel faster, see docs/models.md.
 """
 
 from __future__ import annotations

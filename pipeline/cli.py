@@ -89,7 +89,7 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
 
     One row per impression, daily folders OUT/YYYYMMDD/part-NNNNN.<format>. The
     simulation (shared interest, click-bait/duration conflicts) is documented in
-    the README and fixed: it is never retuned to make a model win.
+    docs/data.md and fixed: it is never retuned to make a model win.
     """
     import dataclasses
 
