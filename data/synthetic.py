@@ -1,6 +1,6 @@
 """Synthetic click/view logs: the project's embedded default data.
 
-The generator is a fixed, documented simulation of a short-video feed (see the
+The generator is a fixed, documented simulation of a short-video feed (see
 docs/data.md). It was fixed when the foundation landed and must
 not be retuned so that a model wins. Ground truth comes from latent user/video
 factors with
