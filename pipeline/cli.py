@@ -219,12 +219,12 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
 
     t0 = time.perf_counter()
     failed = None
-    try:
-        with console(verbose, paths.home / "logs", "run", click.echo):
+    with console(verbose, paths.home / "logs", "run", click.echo):
+        try:
             run_local(cfg, data_root, paths, schema, list(beam_args) or None, enable_cache=not no_cache)
-    except Exception as err:  # noqa: BLE001 - report the failing component's error, then the summary
-        failed = err
-    summary = run_summary(cfg, paths) if paths.metadata.exists() else {}
+        except Exception as err:  # noqa: BLE001 - report the failing component's error, then the summary
+            failed = err
+        summary = run_summary(cfg, paths) if paths.metadata.exists() else {}
     summary["seconds"] = time.perf_counter() - t0
     if failed is not None:
         summary["error"] = f"{type(failed).__name__}: {failed}"

@@ -176,4 +176,10 @@ def _fd2_to(log_file) -> Iterator[TextIO]:
         sys.stderr = old_stderr
         os.dup2(saved, 2)
         os.close(saved)
+        # handlers created inside the block (Beam's basicConfig, absl's) captured the temporary stream
+        for logger in [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                               if isinstance(v, logging.Logger)]:
+            for h in logger.handlers:
+                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is terminal:
+                    h.setStream(old_stderr)
         terminal.close()

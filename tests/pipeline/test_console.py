@@ -53,6 +53,8 @@ def test_quiet_console_sends_c_level_output_children_and_warnings_to_the_log(tmp
             log.info("Component Pusher is finished.")
             log.error("ServingSmokeCheck FAILED: rank_score negative")
             print("still on stdout")
+            logging.basicConfig()  # a handler created inside the block (Beam does this) ...
+        logging.getLogger("late").warning("logged after the block")  # ... still writes afterwards
         os.write(2, b"after the block\\n")
         print("LOG=" + str(path))
     """)
@@ -64,6 +66,7 @@ def test_quiet_console_sends_c_level_output_children_and_warnings_to_the_log(tmp
     assert "Pusher" in p.stderr and " s\n" in p.stderr
     assert "error: ServingSmokeCheck FAILED: rank_score negative" in p.stderr
     assert "still on stdout" in p.stdout and "after the block" in p.stderr  # fd 2 restored
+    assert "logged after the block" in p.stderr and "Logging error" not in p.stderr
     log_path = next(line[4:] for line in p.stdout.splitlines() if line.startswith("LOG="))
     log_text = open(log_path).read()
     assert "cuFFT factory noise" in log_text and "AtomicFunction" in log_text
