@@ -332,6 +332,8 @@ class PipelineConfig(_Strict):
     duration_buckets: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
     thresholds: dict[str, TaskThreshold] = Field(default_factory=dict)
     smoke_check_rows: int = Field(default=64, ge=1)
+    # TFMA's calibration plot (20 buckets) for each binary task; false saves Evaluator work
+    calibration_plot: bool = True
     # connection/neuron: export the compacted network (serving.compact) instead of the masked one
     compact: bool = False
     beam_args: list[str] = Field(

@@ -87,10 +87,11 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 primary,
                 tfma.MetricConfig(class_name="BinaryCrossentropy", config='{"name": "logloss"}'),
                 tfma.MetricConfig(class_name="Calibration"),
-                tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'),
                 tfma.MetricConfig(class_name="MeanLabel"),
                 tfma.MetricConfig(class_name="MeanPrediction"),
             ]
+            if config.pipeline.calibration_plot:
+                metrics.append(tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'))
         else:
             hi = th.value if th and th.value is not None else DEFAULT_MSE_MAX
             rise = th.max_change if th and th.max_change is not None else DEFAULT_MSE_MAX_RISE

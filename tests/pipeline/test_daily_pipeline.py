@@ -39,6 +39,7 @@ def _config(tmp_path: Path) -> Path:
     d["pipeline"]["thresholds"] = {"ctr": {"value": 0.3, "max_change": 0.5}, "cvr": {"value": 0.5, "max_change": 0.5}}
     d["pipeline"]["smoke_check_rows"] = 16
     d["pipeline"]["slices"] = []  # TFMA slices cost Evaluator time and are not what this test checks
+    d["pipeline"]["calibration_plot"] = False  # a plot nobody reads here, Evaluator time
     d["daily"] = {"window_days": 2, "epochs": DAILY_EPOCHS, "refresh": {"every_days": 7, "max_drift": 0.3}}
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(d))

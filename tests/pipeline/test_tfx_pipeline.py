@@ -37,6 +37,7 @@ def _config(tmp_path: Path) -> Path:
     d["pipeline"]["smoke_check_rows"] = 32
     d["pipeline"]["compact"] = True  # the trainer exports the compacted network (checked by every serving assert below)
     d["pipeline"]["slices"] = []  # TFMA slices cost Evaluator time; eval_config's slicing is checked without a run
+    d["pipeline"]["calibration_plot"] = False  # a plot nobody reads here, Evaluator time
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -406,3 +407,17 @@ def test_transform_cache_key_ignores_model_and_training():
     c = tiny_config_dict()
     c["features"][0]["hash_buckets"] = 123
     assert transform_config_json(parse_config(c)) != transform_config_json(a)
+
+
+def test_calibration_plot_is_computed_only_when_asked():
+    from models.config import parse_config
+    from pipeline.pipeline import eval_config
+
+    def plots(d):
+        return [m.class_name for s in eval_config(parse_config(d)).metrics_specs for m in s.metrics
+                if m.class_name == "CalibrationPlot"]
+
+    d = tiny_config_dict()
+    assert plots(d) == ["CalibrationPlot"]  # the binary task only
+    d["pipeline"]["calibration_plot"] = False
+    assert plots(d) == []
