@@ -13,7 +13,7 @@ Run by hand (``make bench-streaming``); not a test. Three parts:
    and from arrays held in memory (``tf.data`` from tensors, the pre-streaming input path),
    in alternating rounds so machine noise hits both alike. Target: streamed >= 0.9x.
 
-Writes ``OUT/streaming.json`` and prints Markdown tables.
+Writes ``OUT/rows-<ROWS>/streaming-<ROWS>.json`` (data prepared per size, re-used by a re-run) and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def prepare(out: Path, rows: int, scale: int, config_path: str, rounds: int) -> 
     from pipeline.local_transform import run_local_transform
 
     config = _config(config_path, rounds)
+    out = out / f"rows-{rows}"  # one prepared data set per size: a --rows change never re-uses another size's data
     done = out / "x1" / "ready.json"
     if not done.exists():
         logs = out / "logs"
@@ -91,7 +92,10 @@ def prepare(out: Path, rows: int, scale: int, config_path: str, rounds: int) -> 
         del splits
         (out / "x1").mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps({"folder": str(folder), "rows": rows}))
-    folder = Path(json.loads(done.read_text())["folder"])
+    ready = json.loads(done.read_text())
+    if ready["rows"] != rows:
+        raise click.ClickException(f"{done} was prepared for {ready['rows']} rows, not {rows}: delete {out}")
+    folder = Path(ready["folder"])
     scaled = out / f"x{scale}"
     if not (scaled / "Split-train").exists():
         for split in ("train", "valid"):
@@ -199,8 +203,9 @@ def throughput(folder: Path, transform: Path, config_path: str, rows: int, round
 @click.option("--throughput-rounds", default=3, show_default=True)
 @click.option("--out", "out_dir", default=str(REPO / ".ncs" / "bench" / "streaming"), show_default=True)
 @click.option("--skip-memory", is_flag=True, help="Only the throughput part.")
+@click.option("--skip-throughput", is_flag=True, help="Only the memory part.")
 @click.pass_context
-def main(ctx, rows, scale, config_path, rounds, throughput_rows, throughput_rounds, out_dir, skip_memory):
+def main(ctx, rows, scale, config_path, rounds, throughput_rows, throughput_rounds, out_dir, skip_memory, skip_throughput):
     """Peak memory of MaskSearch / MaskedTrainer on ROWS and SCALE x ROWS, and streamed vs in-memory throughput."""
     if ctx.invoked_subcommand:
         return
@@ -227,15 +232,16 @@ def main(ctx, rows, scale, config_path, rounds, throughput_rows, throughput_roun
             ratio = m[f"x{scale} {what}"]["peak_rss_mib"] / m[f"x1 {what}"]["peak_rss_mib"]
             report["memory"][f"ratio {what}"] = ratio
             print(f"{what}: x{scale}/x1 peak RSS ratio {ratio:.2f} (target <= 1.25)")
-    report["throughput"] = throughput(data["x1"], data["transform"], config_path, throughput_rows, throughput_rounds)
-    (out / "streaming.json").write_text(json.dumps(report, indent=1))
+    if not skip_throughput:
+        report["throughput"] = throughput(data["x1"], data["transform"], config_path, throughput_rows, throughput_rounds)
+    (out / f"streaming-{rows}.json").write_text(json.dumps(report, indent=1))
     print("\n| body | rows | wall s | peak RSS MiB |\n|---|---|---|---|")
     for key, r in report["memory"].items():
         if isinstance(r, dict):
             size, what = key.split()
             n = rows * (scale if size != "x1" else 1)
             print(f"| {'MaskSearch' if what == 'search' else 'MaskedTrainer'} | {n:,} | {r['seconds']:.0f} | {r['peak_rss_mib']:,.0f} |")
-    print(f"\nwrote {out / 'streaming.json'}")
+    print(f"\nwrote {out / f'streaming-{rows}.json'}")
 
 
 @main.command("body", hidden=True)
