@@ -4,10 +4,11 @@
 Consumes Transform's output (examples + graph), runs
 ``models.sparse_sharing.SparseSharingTrainer.warmup`` and ``.search`` (streamed input, the
 strategy from ``TF_CONFIG``) and writes a
-``TaskMasks`` artifact: ``masks.npz``, ``theta.npz`` (the rewind point every mask is
-relative to, which the MaskedTrainer starts from), the analytics JSON and PNG plots, and
-summary numbers as custom properties (``density_<task>``, ``chosen_round_<task>``,
-``shared_fraction``, ``unused_fraction``, ``warmup_seconds``, ``search_seconds``).
+``TaskMasks`` artifact's files: ``masks.npz``, ``theta.npz`` (the rewind point every mask is
+relative to, which the MaskedTrainer starts from), the analytics JSON and PNG plots. The
+adapter sets the summary numbers as custom properties (``density_<task>``,
+``chosen_round_<task>``, ``shared_fraction``, ``unused_fraction``, ``warmup_seconds``,
+``search_seconds``).
 """
 
 

@@ -21,8 +21,6 @@ import os
 import subprocess
 import sys
 
-
-
 REPORT = "smoke_check.json"
 
 
