@@ -97,7 +97,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
             summary["warm_start"] = {"from": base_model_uri, "embeddings": report}
         engine = Engine(model, config.training, config.tuning, strategy)
         logging.info("MaskedTrainer: training from %s", summary.get("warm_start", {}).get("from", "a fresh initialization"))
-        fit = engine.fit(train, epochs=epochs or config.training.epochs, schedule=config.training.schedule,
+        fit = engine.fit(train, epochs=epochs or config.training.budget_epochs, schedule=config.training.schedule,
                          valid=valid, patience=config.training.patience, callbacks=callbacks, label="train")
     summary["train_seconds"] = time.perf_counter() - t0
     summary["epochs"] = len(fit.epochs)

@@ -11,7 +11,14 @@ factors with
   ratio but not the click; page/hour are click-only context effects; user age is a
   watch-only (patience) effect.
 
-Each row is one impression. ``watch_seconds`` is 0 when not clicked. With
+Each row is one impression. ``watch_seconds`` is 0 when not clicked.
+
+Scenario ``purchase`` (e-commerce, ``--scenario purchase``) is the same world read as a shop:
+every row also carries ``purchase`` (0/1, only after a click; about 1-3% of clicks), driven by
+the shared interest and by item and user effects, with click bait *strongly* lowering the
+purchase probability (a click-bait listing gets clicks and returns no sales). Its constants are
+``GeneratorParams.purchase_*``, fixed before any model was trained on it. The video columns are
+unchanged by the scenario (the purchase draw uses its own random stream). With
 ``with_truth=True`` the columns ``true_ctr`` (click probability) and ``true_cvr``
 (expected clipped watch ratio given a click) are added, for an oracle bound and
 offline ranking simulation.
@@ -46,6 +53,8 @@ COLUMNS = [
     "watch_seconds",
 ]
 TRUTH_COLUMNS = ["true_ctr", "true_cvr"]
+SCENARIOS = ("video", "purchase")
+PURCHASE_COLUMN = "purchase"
 
 AGE_BUCKETS = ["<18", "18-24", "25-34", "35-44", "45-54", "55+"]
 GENDERS = ["f", "m", "u"]
@@ -93,6 +102,15 @@ class GeneratorParams:
     bait_clickbait: float = 1.0
     bait_question: float = 0.4
     bait_flashy: float = 0.8
+    # purchase scenario (logit of P(purchase | click)); fixed before any model saw the data
+    purchase_bias: float = -5.6
+    purchase_interest: float = 1.2
+    purchase_bait: float = -1.6  # click bait: more clicks (click_bait > 0), far fewer purchases
+    purchase_cover_high: float = 0.2
+    purchase_uploader: float = 0.8  # seller quality
+    purchase_log_duration: float = -0.3  # per log(duration / 120 s): the item's price proxy
+    purchase_age: tuple = (-0.6, -0.2, 0.1, 0.3, 0.3, 0.2)  # buying power by age bucket
+    purchase_user_sd: float = 0.5
     # drift (used by daily-retraining tests): from drift_day on, user interests move
     drift: float = 0.0
     drift_day: int = 2
@@ -133,6 +151,8 @@ class _World:
         self.gender = rng.choice(len(GENDERS), size=p.n_users, p=[0.45, 0.45, 0.10])
         self.user_click = rng.normal(0, p.click_user_sd, size=p.n_users)
         self.user_watch = rng.normal(0, p.watch_user_sd, size=p.n_users)
+        # own stream: the video world (and its logs) are the same with or without the scenario
+        self.user_buy = np.random.default_rng([seed, 0, 7]).normal(0, p.purchase_user_sd, size=p.n_users)
         self.user_activity = rng.zipf(1.6, size=p.n_users).clip(1, 200).astype(float)
         self.user_activity /= self.user_activity.sum()
 
@@ -231,6 +251,17 @@ def _day_frame(world: _World, p: GeneratorParams, day_index: int, n_rows: int, r
     # expected clipped ratio given a click (the CVR label's expectation)
     bounce_mean = np.minimum(3.0 / duration, 1.0)
     true_cvr = (1 - p_bounce) * (p_replay + (1 - p_replay) * mean_ratio) + p_bounce * bounce_mean
+    # purchase scenario: P(purchase | click), deterministic here (drawn in generate_days)
+    p_purchase = _sigmoid(
+        p.purchase_bias
+        + p.purchase_interest * s
+        + p.purchase_bait * bait
+        + p.purchase_cover_high * (cover == 2)
+        + p.purchase_uploader * world.uploader_quality[up]
+        + p.purchase_log_duration * np.log(duration / 120.0)
+        + np.asarray(p.purchase_age)[world.age[u]]
+        + world.user_buy[u]
+    )
 
     return pd.DataFrame(
         {
@@ -252,6 +283,7 @@ def _day_frame(world: _World, p: GeneratorParams, day_index: int, n_rows: int, r
             "watch_seconds": watch,
             "true_ctr": true_ctr,
             "true_cvr": true_cvr,
+            "_p_purchase": p_purchase,
         }
     )
 
@@ -263,10 +295,17 @@ def generate_days(
     start_date: str = "20260101",
     with_truth: bool = False,
     params: GeneratorParams | None = None,
+    scenario: str = "video",
 ) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Yield ``(YYYYMMDD, frame)`` for each simulated day."""
+    """Yield ``(YYYYMMDD, frame)`` for each simulated day.
+
+    ``scenario``: ``video`` (the default logs) or ``purchase`` (adds ``purchase``; its
+    ``true_cvr`` is P(purchase | click)).
+    """
     if days < 1 or rows_per_day < 1:
         raise ValueError("days and rows_per_day must be >= 1")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
     p = params or GeneratorParams()
     world = _World(p, seed)
     start = dt.datetime.strptime(start_date, "%Y%m%d").date()
@@ -275,6 +314,12 @@ def generate_days(
         rng = np.random.default_rng([seed, d + 1])
         frame = _day_frame(world, p, d, rows_per_day, rng, first_request)
         first_request += -(-rows_per_day // p.impressions_per_request)
+        p_purchase = frame.pop("_p_purchase").to_numpy()
+        if scenario == "purchase":
+            draw = np.random.default_rng([seed, d + 1, 7]).random(len(frame))
+            frame[PURCHASE_COLUMN] = ((frame["click"].to_numpy() == 1) & (draw < p_purchase)).astype(np.int64)
+            frame["true_cvr"] = p_purchase
+            frame = frame[[c for c in frame.columns if c not in TRUTH_COLUMNS] + TRUTH_COLUMNS]
         if not with_truth:
             frame = frame.drop(columns=TRUTH_COLUMNS)
         yield (start + dt.timedelta(days=d)).strftime("%Y%m%d"), frame
@@ -308,6 +353,7 @@ def write_logs(
     with_truth: bool = False,
     params: GeneratorParams | None = None,
     progress=None,
+    scenario: str = "video",
 ) -> list[Path]:
     """Write ``out/YYYYMMDD/part-NNNNN.<fmt>`` for each day; returns the written files.
 
@@ -317,7 +363,7 @@ def write_logs(
     out = Path(out)
     written: list[Path] = []
     ext = {"csv": "csv", "tfrecord": "tfrecord", "parquet": "parquet"}[fmt]
-    for day, frame in generate_days(days, rows_per_day, seed, start_date, with_truth, params):
+    for day, frame in generate_days(days, rows_per_day, seed, start_date, with_truth, params, scenario):
         day_dir = out / day
         day_dir.mkdir(parents=True, exist_ok=True)
         for i, lo in enumerate(range(0, len(frame), rows_per_file)):

@@ -36,6 +36,11 @@ VARIANTS = (
 )
 # variants trained by the three-step sparse-sharing engine (models.sparse_sharing)
 SPARSE_VARIANTS = ("connection", "neuron")
+# ablation controls of the mask search (ncs compare): joint masked training from the same θ with
+# masks of the densities the search chose for `connection`, but picked by |θ| or at random
+CONTROL_VARIANTS = ("connection_theta", "connection_random")
+# Table-2 switches a compared variant can carry (`connection+balance+gc`); values in tuning.switches
+SWITCHES = ("balance", "gc", "mv", "big", "tuning")
 
 _WHERE_RE = re.compile(
     r"^\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<value>-?\d+(\.\d+)?)\s*$"
@@ -182,6 +187,9 @@ class ModelConfig(_Strict):
     specific_experts: int = Field(default=2, ge=1)
     shared_experts: int = Field(default=2, ge=1)
     ple_levels: int = Field(default=2, ge=2)
+    # DLRM's bottom MLP for the numeric features: hidden widths before the projection to
+    # embedding_dim ([] = one ReLU projection, the historical behaviour)
+    dense_mlp: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
 
 
 class SparseSharingConfig(_Strict):
@@ -195,7 +203,13 @@ class SparseSharingConfig(_Strict):
     warmup_epochs: int = Field(default=1, ge=1)
     rounds: int = Field(default=4, ge=1)
     final_density: float = Field(default=0.2, gt=0.0, le=1.0)
-    round_epochs: int = Field(default=1, ge=1)
+    round_epochs: int = Field(default=1, ge=1)  # fixed budget; under training.patience rounds stop early
+    # rewind point: θ after this many warm-up optimizer steps (None: after warmup_epochs)
+    warmup_steps: Optional[int] = Field(default=None, ge=1)
+    # keep pruning past `rounds` (same q) while the latest round is the task's best on
+    # validation, down to min_density (None: stop at final_density)
+    extend: bool = False
+    min_density: Optional[float] = Field(default=None, gt=0.0, lt=1.0)
     scope: Literal["per_layer", "global"] = "per_layer"
     allow_dense: bool = True  # False: the dense (round 0) mask may not be chosen
     min_layer_density: float = Field(default=0.01, gt=0.0, le=1.0)  # guard against emptied layers
@@ -208,6 +222,15 @@ class SparseSharingConfig(_Strict):
     @classmethod
     def _old_schedule_name(cls, v):
         return "mixed" if v == "joint" else v
+
+    @model_validator(mode="after")
+    def _density_bound(self):
+        if self.min_density is not None and self.min_density > self.final_density:
+            raise ValueError(
+                f"sparse.min_density: {self.min_density:g} is above sparse.final_density {self.final_density:g}; "
+                "the lower bound must be at or below the planned final density"
+            )
+        return self
 
     @property
     def prune_rate(self) -> float:
@@ -230,6 +253,19 @@ class GradientConflictConfig(_Strict):
     weight: float = Field(default=2.0, gt=0)
 
 
+class SwitchValues(_Strict):
+    """What the Table-2 switches of a compared variant (``connection+balance``) turn on.
+
+    ``balance``: task loss weights replacing ``tasks[].weight`` (the papers' CVR up-weighting);
+    ``gc``: ``tuning.gradient_conflict`` enabled; ``mv``: ``multi_view_dim``; ``big``:
+    ``width_multiplier``; ``tuning``: ``balance`` and ``gc`` together (the papers' "+ tuning").
+    """
+
+    balance: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=lambda: {"ctr": 0.5, "cvr": 0.5})
+    multi_view_dim: int = Field(default=8, gt=0)
+    width_multiplier: float = Field(default=2.0, gt=0)
+
+
 class TuningConfig(_Strict):
     """The papers' tuning techniques, each a switch (all off by default)."""
 
@@ -237,6 +273,7 @@ class TuningConfig(_Strict):
     multi_view_dim: int = Field(default=0, ge=0)  # >0: task-exclusive embedding of this dim per task
     width_multiplier: float = Field(default=1.0, gt=0)  # "bigger net": scales model.mlp
     dynamic_loss_gamma: dict[str, float] = Field(default_factory=dict)  # PLE: w_k * gamma_k ** epoch
+    switches: SwitchValues = Field(default_factory=SwitchValues)
 
 
 class TrainingConfig(_Strict):
@@ -245,8 +282,9 @@ class TrainingConfig(_Strict):
     ``schedule`` is how the baselines train: ``mixed`` (all task losses on each mixed batch) or
     ``alternate`` (per-task sample-space streams interleaved, one optimizer per task).
     ``patience``: stop when the validation loss has not improved for this many epochs and
-    restore the best epoch's weights (``None``: train exactly ``epochs``, then ``epochs`` is
-    also the cap). ``shuffle_buffer``: rows in the streaming shuffle buffer (memory, not data size).
+    restore the best epoch's weights, at most ``max_epochs`` (the budget protocol of ``ncs
+    compare``: every variant, search round and joint training converges on validation);
+    ``None``: train exactly ``epochs``. ``shuffle_buffer``: rows in the streaming shuffle buffer (memory, not data size).
     """
 
     batch_size: int = Field(default=1024, gt=0)
@@ -255,6 +293,12 @@ class TrainingConfig(_Strict):
     seed: int = 42
     schedule: Literal["mixed", "alternate"] = "mixed"
     patience: Optional[int] = Field(default=None, ge=1)
+    max_epochs: int = Field(default=20, ge=1)  # the cap under early stopping (patience set)
+
+    @property
+    def budget_epochs(self) -> int:
+        """Epochs to pass to the engine: ``max_epochs`` under early stopping, else ``epochs``."""
+        return self.max_epochs if self.patience is not None else self.epochs
     shuffle_buffer: int = Field(default=65536, ge=1)
 
 
@@ -508,6 +552,41 @@ class ProjectConfig(_Strict):
         if self.ranking is not None:
             need += [self.ranking.request_key, self.ranking.length_column, self.ranking.outcome_column]
         return list(dict.fromkeys(need))
+
+    def for_variant(self, spec: str) -> tuple[str, "ProjectConfig"]:
+        """``(model variant, config)`` of a compared variant spec ``base[+switch...]``.
+
+        ``connection+balance+gc`` is ``connection`` with the switches of ``tuning.switches`` on
+        (see :class:`SwitchValues`). Raises ``ValueError`` naming an unknown base or switch.
+        """
+        base, *switches = [p.strip() for p in spec.split("+")]
+        if base not in VARIANTS and base not in CONTROL_VARIANTS:
+            raise ValueError(f"unknown variant {base!r} in {spec!r}; choose from {list(VARIANTS + CONTROL_VARIANTS)}")
+        bad = [s for s in switches if s not in SWITCHES]
+        if bad:
+            raise ValueError(f"variant {spec!r}: unknown switch(es) {bad}; choose from {list(SWITCHES)}")
+        on = set(switches)
+        masked_bases = ("masked",) + SPARSE_VARIANTS + CONTROL_VARIANTS
+        if on & {"mv", "big"} and base not in masked_bases:
+            raise ValueError(f"variant {spec!r}: switches mv and big apply to the masked network ({list(masked_bases)}), "
+                             f"not to {base!r}")
+        if "tuning" in on:
+            on |= {"balance", "gc"}
+        sw = self.tuning.switches
+        data = self.model_dump()
+        if "balance" in on:
+            unknown = [t for t in sw.balance if t not in self.task_names]
+            if unknown:
+                raise ValueError(f"tuning.switches.balance: unknown task(s) {unknown} (tasks are {self.task_names})")
+            for t in data["tasks"]:
+                t["weight"] = sw.balance.get(t["name"], t["weight"])
+        if "gc" in on:
+            data["tuning"]["gradient_conflict"]["enabled"] = True
+        if "mv" in on:
+            data["tuning"]["multi_view_dim"] = sw.multi_view_dim
+        if "big" in on:
+            data["tuning"]["width_multiplier"] = sw.width_multiplier
+        return base, ProjectConfig.model_validate(data)
 
     def with_overrides(self, **sections) -> "ProjectConfig":
         """Return a copy with some fields replaced, re-validated. E.g. ``model={"variant": "mmoe"}``."""

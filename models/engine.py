@@ -251,7 +251,7 @@ class Engine:
     # ------------------------------------------------------------------ fit
     def fit(self, train: SplitStream, *, epochs: int, schedule: str = "mixed", tasks: Sequence[str] | None = None,
             valid: SplitStream | None = None, patience: int | None = None, seed: int | None = None,
-            callbacks: Sequence[Callback] = (), label: str = "train") -> FitResult:
+            callbacks: Sequence[Callback] = (), label: str = "train", max_steps: int | None = None) -> FitResult:
         """Train ``epochs`` epochs (at most, with ``patience``) on ``train``.
 
         Args:
@@ -261,11 +261,17 @@ class Engine:
           patience: stop after this many epochs without a better validation loss and restore
             the best epoch's weights (needs ``valid``).
           seed: shuffling seed (default ``training.seed``); epoch ``e`` uses ``seed + e``.
+          max_steps: stop after this many optimizer steps (mid-epoch; the sparse-sharing
+            rewind point "θ after k warm-up steps").
         """
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
         if patience is not None and valid is None:
             raise ValueError("early stopping (patience) needs a validation split")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
         tasks = tuple(tasks or self.task_names)
         seed = self.training.seed if seed is None else seed
         train.check_sample_spaces()
@@ -294,6 +300,8 @@ class Engine:
                 cb.on_epoch_begin(e, len(order))
             sums = {t: 0.0 for t in tasks}
             counts = {t: 0 for t in tasks}
+            if max_steps is not None:
+                order = order[: max(0, max_steps - (self.steps_taken - steps0))]
             for key in order:
                 losses = steps[key](*next(streams[key]))
                 self.steps_taken += 1
@@ -315,6 +323,8 @@ class Engine:
                     best_weights = [np.array(w) for w in self.model.get_weights()]
             elif patience is not None and best_epoch is not None and e - best_epoch >= patience:
                 stopped = True
+                break
+            if max_steps is not None and self.steps_taken - steps0 >= max_steps:
                 break
         if best_weights is not None and best_epoch != len(logs) - 1:
             self.model.set_weights(best_weights)  # restore the best epoch

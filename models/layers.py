@@ -19,13 +19,16 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     Args:
       tables: ``{table: (rows, dim)}``; all dims must equal ``dim``.
       fields: ``[(feature, table, kind)]`` with kind ``categorical`` or ``multi``.
-      numeric: names of numeric inputs; together they form one extra field through a
-        dense "bottom MLP" projection to ``dim`` (DLRM's dense-feature arm).
+      numeric: names of numeric inputs ``[B]`` each; together they form one extra field
+        through DLRM's dense-feature arm: the ReLU layers ``dense_mlp`` (``[]``: none), then a
+        ReLU projection to ``dim``.
+      dense_mlp: hidden widths of that bottom MLP.
     Multi-valued fields are mean-pooled over their non-padding ids (id 0 = padding).
     """
 
-    def __init__(self, tables: dict, fields: list, numeric: list, dim: int, **kwargs):
+    def __init__(self, tables: dict, fields: list, numeric: list, dim: int, dense_mlp=(), **kwargs):
         super().__init__(**kwargs)
+        self.dense_mlp = [int(u) for u in dense_mlp]
         self.table_spec = {k: tuple(v) for k, v in tables.items()}
         self.fields = [tuple(f) for f in fields]
         self.numeric = list(numeric)
@@ -39,6 +42,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             )
             for name, (rows, d) in self.table_spec.items()
         }
+        self.numeric_hidden = [
+            tf.keras.layers.Dense(u, activation="relu", name=f"numeric_mlp_{i}") for i, u in enumerate(self.dense_mlp)
+        ] if self.numeric else []
         self.numeric_proj = (
             tf.keras.layers.Dense(dim, activation="relu", name="numeric_bottom") if self.numeric else None
         )
@@ -58,6 +64,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             out.append(emb)
         if self.numeric:
             dense = tf.stack([tf.cast(inputs[n], tf.float32) for n in self.numeric], axis=1)
+            for layer in self.numeric_hidden:
+                dense = layer(dense)
             out.append(self.numeric_proj(dense))
         return tf.stack(out, axis=1)
 
@@ -68,6 +76,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             "fields": self.fields,
             "numeric": self.numeric,
             "dim": self.dim,
+            "dense_mlp": self.dense_mlp,
         }
 
 

@@ -66,11 +66,40 @@ def analyze(masks: TaskMasks, rounds=None, chosen=None) -> dict:
         "flops_per_example": {"dense_mlp": dense_flops, **{t: flops[t] for t in tasks}},
         "flops_fraction": {t: flops[t] / dense_flops for t in tasks},
     }
+    if len(tasks) >= 2:
+        out["overlap"] = overlap(masks, tasks[0], tasks[1])
     if rounds is not None:
         out["search"] = [r if isinstance(r, dict) else r.__dict__ for r in rounds]
     if chosen is not None:
         out["chosen_round"] = dict(chosen)
     return out
+
+
+def overlap(masks: TaskMasks, a: str, b: str) -> dict:
+    """How much two tasks' masks share, against what their densities alone would give.
+
+    Fractions of all MLP connections: ``shared`` (in both masks), ``nested`` (the most two
+    masks of these per-layer densities can share: the sparser inside the denser) and
+    ``independent`` (expected when each mask were drawn at random at its densities).
+    ``containment``: the part of the sparser mask that lies inside the other (1 = nested).
+    """
+    shared = nested = independent = sparser = 0.0
+    total = 0
+    for ma, mb in zip(masks.masks[a], masks.masks[b]):
+        n = ma.size
+        da, db = float(ma.mean()), float(mb.mean())
+        shared += float(((ma > 0) & (mb > 0)).sum())
+        nested += min(da, db) * n
+        independent += da * db * n
+        sparser += min(float(ma.sum()), float(mb.sum()))
+        total += n
+    return {
+        "tasks": [a, b],
+        "shared": shared / total,
+        "nested": nested / total,
+        "independent": independent / total,
+        "containment": shared / sparser if sparser else float("nan"),
+    }
 
 
 def write_analytics(analytics: dict, out_dir: str | Path, prefix: str = "") -> list[Path]:

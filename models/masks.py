@@ -175,6 +175,33 @@ def prune_neurons(kernels, masks, rate: float, scope: str = "per_layer", min_den
     return new
 
 
+def _counts(shape, density: float) -> tuple[int, int]:
+    size = int(np.prod(shape))
+    return size, min(size, max(1, int(round(density * size))))
+
+
+def magnitude_masks(kernels, densities) -> list[np.ndarray]:
+    """Per layer, keep the ``round(density * size)`` largest ``|w|`` (ties: lower index first)."""
+    out = []
+    for k, d in zip(kernels, densities):
+        size, keep = _counts(k.shape, d)
+        m = np.zeros(size, np.float32)
+        m[np.argsort(-np.abs(k.reshape(-1)), kind="stable")[:keep]] = 1.0
+        out.append(m.reshape(k.shape))
+    return out
+
+
+def random_masks(shapes, densities, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per layer, ``round(density * size)`` connections kept uniformly at random."""
+    out = []
+    for shape, d in zip(shapes, densities):
+        size, keep = _counts(shape, d)
+        m = np.zeros(size, np.float32)
+        m[rng.choice(size, size=keep, replace=False)] = 1.0
+        out.append(m.reshape(shape))
+    return out
+
+
 def prune(structure: str, kernels, masks, rate, scope="per_layer", min_density=0.01):
     if structure == "connection":
         return prune_connections(kernels, masks, rate, scope, min_density)

@@ -68,7 +68,7 @@ class MultiTaskModel(tf.keras.Model):
     # ---- building blocks
     def _front(self, name: str):
         emb = FeatureEmbedding(self.table_spec, self.fields, self.numeric, self.model_config.embedding_dim,
-                               name=f"{name}_embedding")
+                               dense_mlp=self.model_config.dense_mlp, name=f"{name}_embedding")
         return emb, Interaction(self.model_config.interaction, name=f"{name}_interaction")
 
     @staticmethod

@@ -84,7 +84,10 @@ def main():
 @click.option("--drift", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="User-interest drift per day from --drift-day on (0 = stationary).")
 @click.option("--drift-day", default=2, show_default=True, type=click.IntRange(min=0), help="0-based day index where drift starts.")
-def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with_truth, drift, drift_day):
+@click.option("--scenario", type=click.Choice(["video", "purchase"]), default="video", show_default=True,
+              help="video: click + watch ratio (configs/video.yaml); purchase: also a binary purchase after a click, "
+                   "1-3%% of clicks, that click bait lowers (configs/purchase.yaml).")
+def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with_truth, drift, drift_day, scenario):
     """Write synthetic click/view logs (the embedded default data set).
 
     One row per impression, daily folders OUT/YYYYMMDD/part-NNNNN.<format>. The
@@ -104,7 +107,8 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
         bar.update(1)
         bar.set_postfix_str(f"{day}: {n} rows")
 
-    files = write_logs(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with_truth, params, progress)
+    files = write_logs(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with_truth, params, progress,
+                       scenario=scenario)
     bar.close()
     click.echo(f"wrote {len(files)} file(s), {days * rows_per_day} impressions under {out}")
 
@@ -114,37 +118,56 @@ def generate(out, days, rows_per_day, seed, start_date, fmt, rows_per_file, with
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True),
               help="A log file, a folder of files, or a folder of YYYYMMDD day folders.")
 @click.option("--variants", default="single,layer", show_default=True,
-              help="Comma-separated variants, or 'all' (single, layer, shared_bottom, mmoe, cgc, ple, esmm, masked, connection, neuron). connection/neuron run warm-up, mask search and joint training.")
+              help="Comma-separated variants or presets. A variant is a model (single, layer, shared_bottom, mmoe, cgc, "
+                   "ple, esmm, masked, connection, neuron), a control of the mask search (connection_theta: |θ| masks, "
+                   "connection_random: random masks, both at the densities connection chose), optionally with Table-2 "
+                   "switches: +balance (task weights), +gc (gradient conflict), +mv (multi-view), +big (wider net), "
+                   "+tuning (balance + gc), e.g. connection+tuning. Presets: 'all' (every model), 'table2' (the papers' "
+                   "Table 2 rows, the gated experts and the two controls).")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per variant (training.seed, +1, ...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Writes results.json and report.md here.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Fixed budget: exactly this many epochs per variant (turns training.patience off).")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="The budget protocol: every variant, search round and joint training stops when the validation loss "
+                   "has not improved for this many epochs (best epoch restored). Overrides training.patience.")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=None,
+              help="The cap under --patience / training.patience (overrides training.max_epochs).")
 @click.option("-v", "--verbose", "--keras-verbose", "verbose", type=click.IntRange(0, 2), default=0, show_default=True,
               help="1: a line per epoch and per mask-search round; 2: also a progress bar per epoch.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set sparse.schedule=joint --set model.mlp=[256,128]. Repeatable.")
-def compare(config_path, data_path, variants, seeds, out_dir, epochs, verbose, overrides):
+def compare(config_path, data_path, variants, seeds, out_dir, epochs, patience, max_epochs, verbose, overrides):
     """Train variants on one split over several seeds and write a Table-2-style report.
 
     The split is transformed once by the pipeline's own preprocessing_fn (TensorFlow
     Transform, in-process; cached under OUT/transformed) and every variant trains through
-    the same engine on the same streamed data and budget (training.epochs, or early stopping
-    with training.patience); connection/neuron additionally run the warm-up and the mask
-    search, whose wall time and optimizer steps are reported.
+    the same engine on the same streamed data and budget: the protocol (training.patience:
+    every variant, search round and joint training until validation stops improving) or a
+    fixed training.epochs. connection/neuron additionally run the warm-up and the mask
+    search, whose wall time and optimizer steps are counted in the variant's budget. The
+    report gives paired differences vs single and vs the best baseline with 95% intervals.
     """
     _legacy_keras_guard()
-    from models.config import VARIANTS
-
     cfg = _load(config_path, overrides)
+    if epochs and (patience or max_epochs):
+        raise click.UsageError("--epochs (a fixed budget) and --patience/--max-epochs (the protocol) exclude each other")
     if epochs:
-        cfg = cfg.with_overrides(training={"epochs": epochs})
-    names = list(VARIANTS) if variants.strip() == "all" else [v.strip() for v in variants.split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise click.BadParameter(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)} or 'all'", param_hint="--variants")
+        cfg = cfg.with_overrides(training={"epochs": epochs, "patience": None})
+    if patience or max_epochs:
+        cfg = cfg.with_overrides(training={k: v for k, v in (("patience", patience), ("max_epochs", max_epochs)) if v})
+    if max_epochs and cfg.training.patience is None:
+        raise click.UsageError("--max-epochs caps the protocol: give --patience too (or set training.patience)")
+    names = [v.strip() for v in variants.split(",") if v.strip()]
 
     from data.logs import LogFormatError
     from models.data import EmptySampleSpaceError, MissingColumnError
-    from pipeline.compare import SplitError, compare_main_table, run_compare
+    from pipeline.compare import SplitError, VariantError, compare_main_table, resolve_variants, run_compare
+
+    try:
+        resolve_variants(cfg, names)
+    except VariantError as err:
+        raise click.BadParameter(str(err), param_hint="--variants") from None
 
     try:
         records = run_compare(cfg, data_path, names, seeds, out_dir, verbose=verbose, echo=click.echo)

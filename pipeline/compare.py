@@ -20,14 +20,15 @@ import tensorflow_transform as tft
 
 from components.data import embedding_tables_from_transform, stream_split
 from data.logs import read_logs
-from models.config import SPARSE_VARIANTS, ProjectConfig
+from models.config import CONTROL_VARIANTS, SPARSE_VARIANTS, VARIANTS, ProjectConfig
 from models.engine import Engine, LogCallback, ProgressCallback
 from models.mask_analytics import analyze, write_analytics
 from models.metrics import HIGHER_IS_BETTER, evaluate, mtl_gain, primary_metric
 from models.ranking import simulate_pairings
 from models.sparse_sharing import SparseSharingTrainer
 from models.variants import build_model
-from pipeline.local_transform import run_local_transform
+from pipeline.local_transform import cache_key, run_local_transform
+from pipeline.statistics import compare_pair, format_interval, improvement_sign, relative
 
 BASELINE_VARIANTS = ["single", "layer", "shared_bottom", "mmoe", "cgc", "ple", "esmm"]
 # (CTR model, CVR model) pairings of the papers' Table 3, plus the structured variant
@@ -108,6 +109,54 @@ def split_frame(frame: pd.DataFrame, config: ProjectConfig) -> dict[str, pd.Data
     return out
 
 
+# `--variants table2`: the rows of the papers' Table 2 (S-Weight = connection, S-Neuron = neuron, the
+# tuning switches on connection), the gated-expert baselines, and the two controls of the search
+TABLE2_VARIANTS = [
+    "single", "layer", "connection", "neuron", "connection+balance", "connection+gc", "connection+mv",
+    "connection+big", "connection+tuning", "shared_bottom", "mmoe", "cgc", "ple", "esmm",
+    "connection_theta", "connection_random",
+]
+PRESETS = {"all": list(VARIANTS), "table2": TABLE2_VARIANTS}
+
+
+class VariantError(ValueError):
+    """An unknown or unusable ``--variants`` entry (the message names it)."""
+
+
+def resolve_variants(config: ProjectConfig, names: list[str]) -> list[tuple[str, str, ProjectConfig]]:
+    """``[(spec, base variant, config)]`` in training order, presets expanded.
+
+    A spec is ``base[+switch...]`` (:meth:`ProjectConfig.for_variant`). The controls
+    (``connection_theta``, ``connection_random``) reuse θ and the chosen densities of the
+    ``connection`` spec with the same switches, so that spec must be compared too; the controls
+    train after it.
+    """
+    specs: list[str] = []
+    for n in names:
+        for spec in PRESETS.get(n, [n]):
+            if spec not in specs:
+                specs.append(spec)
+    out = []
+    for spec in specs:
+        try:
+            base, cfg = config.for_variant(spec)
+        except ValueError as err:
+            raise VariantError(str(err)) from None
+        out.append((spec, base, cfg))
+    for spec, base, _ in out:
+        if base in CONTROL_VARIANTS and reference_spec(spec) not in specs:
+            raise VariantError(f"variant {spec!r} is a control of the mask search: it needs {reference_spec(spec)!r} "
+                               "in --variants (its θ and chosen densities)")
+    # controls after everything else (their reference has then run for every seed)
+    return [v for v in out if v[1] not in CONTROL_VARIANTS] + [v for v in out if v[1] in CONTROL_VARIANTS]
+
+
+def reference_spec(spec: str) -> str:
+    """The ``connection`` spec a control variant spec takes its masks' densities and θ from."""
+    base, *switches = spec.split("+")
+    return "+".join(["connection", *switches])
+
+
 def run_compare(
     config: ProjectConfig,
     data_path: str | Path,
@@ -120,17 +169,23 @@ def run_compare(
 ) -> list[dict]:
     """Split the logs, transform them with the pipeline's ``preprocessing_fn``, train every variant.
 
-    Every variant trains through ``models.engine`` on the same streamed, transformed splits
-    (cached under ``out_dir/transformed``); ``connection``/``neuron`` also run the warm-up and
-    the mask search, whose wall time and optimizer steps are recorded. ``verbose``: 1 prints
-    every epoch, 2 adds a progress bar per epoch.
+    ``variants``: specs (``connection+gc``) or presets (``all``, ``table2``). Every variant
+    trains through ``models.engine`` on the same streamed, transformed splits (cached under
+    ``out_dir/transformed``; a switch that changes the transform, ``gc``, gets its own) with
+    the config's budget: ``training.epochs``, or the protocol (``training.patience``: every
+    variant, search round and joint training until validation stops improving). Warm-up and
+    search wall time and optimizer steps are recorded. ``verbose``: 1 prints every epoch, 2
+    adds a progress bar per epoch.
     """
     from tqdm.auto import tqdm
 
+    runs_spec = resolve_variants(config, variants)
+    specs = [spec for spec, _, _ in runs_spec]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_cols = tuple(dict.fromkeys(config.dataset.truth.values()))
-    frame, report = read_logs(data_path, config, extra_columns=truth_cols)
+    read_cfg = max((c for _, _, c in runs_spec), key=lambda c: len(c.required_columns))
+    frame, report = read_logs(data_path, read_cfg, extra_columns=truth_cols)
     echo(f"data: {report.summary()}")
     missing_truth = [c for c in truth_cols if c not in frame.columns]
     if missing_truth:
@@ -145,52 +200,81 @@ def run_compare(
         + list(truth.values())
     ))
     test_aux = splits["test"][aux_cols].copy()  # what metrics and the ranking simulation need besides predictions
-    transformed = run_local_transform(config, splits, out_dir / "transformed", log=echo)
+    # one Transform per distinct Transform view of the variants' configs (only `gc` changes it)
+    data_by_key: dict[str, dict] = {}
+    spec_key: dict[str, str] = {}
+    for spec, _, cfg in runs_spec:
+        key = cache_key(cfg, splits)
+        spec_key[spec] = key
+        if key not in data_by_key:
+            transformed = run_local_transform(cfg, splits, out_dir / "transformed", log=echo)
+            data_by_key[key] = {"dir": transformed, "cfg": cfg}
     del splits
-    tft_output = tft.TFTransformOutput(str(transformed / "transform"))
-    streams = {
-        name: stream_split(str(transformed), name, config, tft_output, str(transformed / "transform"), row_ids=True)
-        for name in ("train", "valid", "test")
-    }
-    for s in streams.values():
-        s.check_sample_spaces()
-    counts = {name: s.counts() for name, s in streams.items()}
+    for d in data_by_key.values():
+        cfg = d["cfg"]
+        tft_output = tft.TFTransformOutput(str(d["dir"] / "transform"))
+        d["streams"] = {
+            name: stream_split(str(d["dir"]), name, cfg, tft_output, str(d["dir"] / "transform"), row_ids=True)
+            for name in ("train", "valid", "test")
+        }
+        for st in d["streams"].values():
+            st.check_sample_spaces()
+        d["tables"] = embedding_tables_from_transform(cfg, tft_output)
+    first = data_by_key[spec_key[specs[0]]]["streams"]
+    counts = {name: st.counts() for name, st in first.items()}
     echo("split: " + ", ".join(
         f"{n} {c['rows']} rows (" + ", ".join(f"{t} {c[t]}" for t in config.task_names) + ")" for n, c in counts.items()
     ))
-    tables = embedding_tables_from_transform(config, tft_output)
-    train, valid, test = streams["train"], streams["valid"], streams["test"]
+    echo(f"budget: {_budget(config)}")
     gk = config.dataset.group_key
     groups = test_aux[gk].astype(str).to_numpy() if gk else None
 
     records: list[dict] = []
     seed_list = [config.training.seed + i for i in range(seeds)]
-    runs = [(v, s) for v in variants for s in seed_list]
+    runs = [(spec, base, cfg, s) for spec, base, cfg in runs_spec for s in seed_list]
     bar = tqdm(runs, desc="compare", unit="run", disable=not progress)
     all_preds: dict[tuple[str, int], dict] = {}
     sparse_info: dict[str, list[dict]] = {}
+    references: dict[tuple[str, int], dict] = {}  # (connection spec, seed) -> θ, masks, warm-up cost
     callbacks = ([LogCallback(tqdm.write)] if verbose >= 1 else []) + ([ProgressCallback()] if verbose >= 2 else [])
-    for variant, seed in bar:
-        bar.set_postfix_str(f"{variant} seed={seed}")
-        cfg = config.with_overrides(training={"seed": seed})
+    labels = spaces = None
+    for spec, base, vcfg, seed in bar:
+        bar.set_postfix_str(f"{spec} seed={seed}")
+        d = data_by_key[spec_key[spec]]
+        train, valid, test, tables = d["streams"]["train"], d["streams"]["valid"], d["streams"]["test"], d["tables"]
+        cfg = vcfg.with_overrides(training={"seed": seed})
         t0 = time.perf_counter()
         extra: dict[str, float] = {}
-        if variant in SPARSE_VARIANTS:
-            trainer = SparseSharingTrainer(cfg, tables, variant, seed, log=(tqdm.write if verbose else None),
-                                           callbacks=callbacks[1:] if verbose else [])
-            result = trainer.run(train, valid)
+        log = tqdm.write if verbose else None
+        if base in SPARSE_VARIANTS or base in CONTROL_VARIANTS:
+            structure = "connection" if base in CONTROL_VARIANTS else base
+            trainer = SparseSharingTrainer(cfg, tables, structure, seed, log=log, callbacks=callbacks[1:] if verbose else [])
+            if base in CONTROL_VARIANTS:
+                ref = references[(reference_spec(spec), seed)]
+                result = trainer.run_control(train, valid, base.split("_", 1)[1], ref["masks"], theta=ref["theta"])
+                # θ is the reference's warm-up: its cost is this variant's too
+                result.seconds["warmup"] = ref["warmup_seconds"]
+                result.steps["warmup"] = ref["warmup_steps"]
+                warm_epochs = ref["warmup_epochs"]
+            else:
+                result = trainer.run(train, valid)
+                warm_epochs = len(trainer.warmup_fit.epochs)
+                if structure == "connection":
+                    references[(spec, seed)] = {"theta": trainer.theta, "masks": result.masks,
+                                                "warmup_seconds": result.seconds["warmup"],
+                                                "warmup_steps": result.steps["warmup"], "warmup_epochs": warm_epochs}
             model, engine = result.model, trainer.engine
-            analytics = analyze(result.masks, result.rounds, result.chosen)
+            analytics = analyze(result.masks, result.rounds or None, result.chosen or None)
             mask_dir = out_dir / "masks"
-            prefix = f"{variant}_seed{seed}_"
+            prefix = f"{_file_name(spec)}_seed{seed}_"
             if seed == seed_list[0]:
                 write_analytics(analytics, mask_dir, prefix)
             else:
                 mask_dir.mkdir(parents=True, exist_ok=True)
                 (mask_dir / f"{prefix}mask_analytics.json").write_text(json.dumps(analytics, indent=1))
             result.masks.save(mask_dir / f"{prefix}masks.npz")
-            sparse_info.setdefault(variant, []).append(analytics)
-            epochs = (len(trainer.warmup_fit.epochs) + sum(r.epochs for r in result.rounds) + len(result.joint_fit.epochs))
+            sparse_info.setdefault(spec, []).append(analytics)
+            epochs = warm_epochs + sum(r.epochs for r in result.rounds) + len(result.joint_fit.epochs)
             steps = sum(result.steps.values())
             extra = {
                 "warmup_seconds": result.seconds["warmup"],
@@ -201,32 +285,40 @@ def run_compare(
                 "search_steps": result.steps["search"],
                 "joint_steps": result.steps["joint"],
             }
+            train_s = time.perf_counter() - t0 + (result.seconds["warmup"] if base in CONTROL_VARIANTS else 0.0)
         else:
-            model = build_model(cfg, tables, variant=variant, seed=seed)
+            model = build_model(cfg, tables, variant=base, seed=seed)
             engine = Engine(model, cfg.training, cfg.tuning)
-            fit = engine.fit(train, epochs=cfg.training.epochs, schedule=cfg.training.schedule, valid=valid,
-                             patience=cfg.training.patience, callbacks=callbacks, label=variant)
+            fit = engine.fit(train, epochs=cfg.training.budget_epochs, schedule=cfg.training.schedule, valid=valid,
+                             patience=cfg.training.patience, callbacks=callbacks, label=spec)
             epochs, steps = len(fit.epochs), fit.steps
-        train_s = time.perf_counter() - t0
+            train_s = time.perf_counter() - t0
         p = engine.predict(test, in_space_only=False)
         order = np.argsort(p.row_ids, kind="stable")  # back to the test frame's row order
         preds = {t: v[order] for t, v in p.preds.items()}
         labels = {t: v[order] for t, v in p.labels.items()}
         spaces = {t: v[order] for t, v in p.spaces.items()}
-        all_preds[(variant, seed)] = preds
+        all_preds[(spec, seed)] = preds
         metrics = evaluate(config, preds, labels, spaces, groups)
         for task, m in metrics.items():
             for metric, value in m.items():
-                records.append({"variant": variant, "seed": seed, "task": task, "metric": metric, "value": value})
+                records.append({"variant": spec, "seed": seed, "task": task, "metric": metric, "value": value})
+        # validation metrics of the final model: what search options and defaults are chosen on (never test)
+        for task, m in engine.evaluate(valid).items():
+            for metric in ("auc", "mse", "logloss"):
+                if metric in m and np.isfinite(m[metric]):
+                    records.append({"variant": spec, "seed": seed, "task": task, "metric": f"valid_{metric}",
+                                    "value": float(m[metric])})
         extra.update({"train_seconds": train_s, "params": float(model.count_params()), "epochs": epochs, "steps": steps})
         for metric, value in extra.items():
-            records.append({"variant": variant, "seed": seed, "task": "all", "metric": metric, "value": float(value)})
+            records.append({"variant": spec, "seed": seed, "task": "all", "metric": metric, "value": float(value)})
         summary = "  ".join(
             f"{t.name} {primary_metric(t.type)}={metrics[t.name][primary_metric(t.type)]:.5f}" for t in config.tasks
         )
-        (tqdm.write if progress else echo)(f"{variant:>13} seed={seed}  {summary}  ({train_s:.0f}s, {steps} steps)")
+        (tqdm.write if progress else echo)(f"{spec:>18} seed={seed}  {summary}  ({train_s:.0f}s, {epochs} epochs, "
+                                           f"{steps} steps)")
 
-    if truth and set(truth) == set(config.task_names):
+    if truth and set(truth) == set(config.task_names) and labels is not None:
         # the generator's true probabilities: an upper bound no model can beat in expectation
         # (labels and spaces are those of the test split, the same for every run)
         oracle_preds = {t: test_aux[c].to_numpy(dtype=np.float64) for t, c in truth.items()}
@@ -246,9 +338,13 @@ def run_compare(
         )
 
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
-    md = render_report(config, records, variants, data_path, report.summary(), counts, sparse_info, ranking_note)
+    md = render_report(config, records, specs, data_path, report.summary(), counts, sparse_info, ranking_note)
     (out_dir / "report.md").write_text(md)
     return records
+
+
+def _file_name(spec: str) -> str:
+    return spec.replace("+", "-")
 
 
 def _ranking_records(config: ProjectConfig, test_frame: pd.DataFrame, truth: dict, all_preds: dict,
@@ -281,6 +377,26 @@ def summarize(records: list[dict]) -> pd.DataFrame:
     return df.groupby(["variant", "task", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
 
 
+def best_baseline(records: list[dict], variants: list[str], task: str, metric: str) -> str | None:
+    """The baseline (not a sparse-sharing variant, not a control) with the best mean ``metric`` on ``task``."""
+    s = summarize(records)
+    base = [v for v in variants if v.split("+")[0] in BASELINE_VARIANTS]
+    rows = s[(s.variant.isin(base)) & (s.task == task) & (s.metric == metric)]
+    if rows.empty:
+        return None
+    i = rows["mean"].idxmax() if HIGHER_IS_BETTER[metric] else rows["mean"].idxmin()
+    return str(rows.loc[i, "variant"])
+
+
+def seesaw(records: list[dict], variant: str, config: ProjectConfig, reference: str = "single") -> bool:
+    """One task significantly better and another significantly worse than ``reference`` (95%)."""
+    signs = []
+    for t in config.tasks:
+        m = primary_metric(t.type)
+        signs.append(improvement_sign(compare_pair(records, variant, reference, t.name, m), m))
+    return 1 in signs and -1 in signs
+
+
 def render_report(config, records, variants, data_path, cleaning, counts, sparse_info=None, ranking_note="") -> str:
     s = summarize(records)
 
@@ -291,10 +407,8 @@ def render_report(config, records, variants, data_path, cleaning, counts, sparse
         mean, std, n = row["mean"].iloc[0], row["std"].iloc[0], int(row["count"].iloc[0])
         return (fmt.format(mean) + (" ± " + fmt.format(std) if n > 1 and np.isfinite(std) else ""))
 
-    def mean_of(v, t, m):
-        row = s[(s.variant == v) & (s.task == t) & (s.metric == m)]
-        return float(row["mean"].iloc[0]) if not row.empty else float("nan")
-
+    n_seeds = int(max((r["seed"] for r in records if r["variant"] != "oracle"), default=0)
+                  - min((r["seed"] for r in records if r["variant"] != "oracle"), default=0) + 1)
     lines = [
         f"# Comparison on `{config.dataset.name}`",
         "",
@@ -306,15 +420,53 @@ def render_report(config, records, variants, data_path, cleaning, counts, sparse
         )
         + ".",
         f"Model: MLP {config.model.mlp}, embedding dim {config.model.embedding_dim}, interaction "
-        f"`{config.model.interaction}`; training: {_budget(config)}, batch {config.training.batch_size}, "
+        f"`{config.model.interaction}`"
+        + (f", numeric bottom MLP {config.model.dense_mlp}" if config.model.dense_mlp else "")
+        + f"; budget: {_budget(config)}; batch {config.training.batch_size}, "
         f"Adam lr {config.training.learning_rate}, schedule `{config.training.schedule}`. Every variant trains through the "
-        "same engine on the same splits, transformed by the pipeline's `preprocessing_fn`; `epochs` and `steps` count "
-        "every optimizer step, warm-up and mask search included.",
+        "same engine on the same splits, transformed by the pipeline's `preprocessing_fn`; `epochs`, `steps` and `wall s` "
+        f"count every optimizer step and second, warm-up and mask search included. {n_seeds} seed(s).",
+        "",
         "Metrics on the test split, each task on its own sample space, mean ± std over seeds. "
-        "MTL gain is PLE Eq. 11 vs `single` on the task's primary metric (AUC ↑ for binary, MSE ↓ for regression); "
-        "**seesaw** marks a variant that improves one task while hurting another.",
+        "Δ vs `single`: paired over seeds (same seed, same split), mean and 95% Student-t interval; relative (%) for "
+        "MSE/logloss, absolute for AUC; `*` = the interval excludes 0. **seesaw**: one task significantly better and "
+        "another significantly worse than `single`.",
         "",
     ]
+    has_single = "single" in variants
+    # the headline table, shaped like the papers' Table 2
+    header = ["variant"]
+    for t in config.tasks:
+        pm = primary_metric(t.type)
+        header += [f"{t.name} {pm.upper()}", f"Δ{'%' if relative(pm) else ''} vs single [95% CI]"]
+    header += ["seesaw", "epochs", "steps", "wall s"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    order = list(variants) + (["oracle"] if "oracle" in set(s.variant) else [])
+    for v in order:
+        row = [f"`{v}`"]
+        for t in config.tasks:
+            pm = primary_metric(t.type)
+            row.append(cell(v, t.name, pm, "{:.5f}" if pm == "mse" else "{:.4f}"))
+            if has_single and v not in ("single", "oracle"):
+                row.append(format_interval(compare_pair(records, v, "single", t.name, pm), pm))
+            else:
+                row.append("–")
+        row.append("**seesaw**" if has_single and v not in ("single", "oracle") and seesaw(records, v, config) else "")
+        row.append(cell(v, "all", "epochs", "{:.0f}"))
+        row.append(cell(v, "all", "steps", "{:,.0f}"))
+        row.append(cell(v, "all", "train_seconds", "{:.0f}"))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if "oracle" in order:
+        lines.append(
+            "`oracle` scores the generator's true probabilities (`dataset.truth`), the best any model can do in expectation."
+        )
+        lines.append("")
+    lines += _versus_best_section(config, records, variants)
+    lines += _controls_section(config, records, variants)
+    # every metric
+    lines += ["## All metrics", ""]
     header = ["variant"]
     for t in config.tasks:
         if t.type == "binary":
@@ -322,14 +474,16 @@ def render_report(config, records, variants, data_path, cleaning, counts, sparse
         else:
             header += [f"{t.name} MSE", f"{t.name} calib."]
         header.append(f"{t.name} MTL gain")
-    header += ["seesaw", "epochs", "steps", "train s", "params"]
+    header += ["params"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
-    has_single = "single" in variants
-    order = list(variants) + (["oracle"] if "oracle" in set(s.variant) else [])
+
+    def mean_of(v, t, m):
+        row = s[(s.variant == v) & (s.task == t) & (s.metric == m)]
+        return float(row["mean"].iloc[0]) if not row.empty else float("nan")
+
     for v in order:
         row = [f"`{v}`"]
-        gains = []
         for t in config.tasks:
             if t.type == "binary":
                 row += [cell(v, t.name, "auc"), cell(v, t.name, "gauc"), cell(v, t.name, "logloss"), cell(v, t.name, "calibration", "{:.3f}")]
@@ -338,34 +492,85 @@ def render_report(config, records, variants, data_path, cleaning, counts, sparse
             pm = primary_metric(t.type)
             if has_single and v != "single":
                 g = mtl_gain(pm, mean_of(v, t.name, pm), mean_of("single", t.name, pm))
-                gains.append(g)
                 row.append(f"{g * 100:+.2f}%" if np.isfinite(g) else "–")
             else:
                 row.append("–")
-        finite = [g for g in gains if np.isfinite(g)]
-        seesaw = bool(finite) and v != "oracle" and any(g > 0 for g in finite) and any(g < 0 for g in finite)
-        row.append("**seesaw**" if seesaw else "")
-        row.append(cell(v, "all", "epochs", "{:.0f}"))
-        row.append(cell(v, "all", "steps", "{:,.0f}"))
-        row.append(cell(v, "all", "train_seconds", "{:.0f}"))
         row.append(cell(v, "all", "params", "{:,.0f}"))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    if "oracle" in order:
-        lines.append(
-            "`oracle` scores the generator's true probabilities (`dataset.truth`), the best any model can do in expectation."
-        )
+    lines.append("MTL gain: PLE Eq. 11 vs `single` on the task's primary metric (AUC ↑, MSE ↓), from the means.")
     lines.append("")
     lines += _sparse_section(config, s, sparse_info or {})
     lines += _ranking_section(config, s, ranking_note)
     return "\n".join(lines)
 
 
+def _versus_best_section(config, records, variants) -> list[str]:
+    methods = [v for v in variants if v.split("+")[0] not in BASELINE_VARIANTS]
+    if not methods:
+        return []
+    lines = ["## Against the best baseline", "",
+             "Per task, the baseline with the best mean (single, hard sharing, shared-bottom, MMoE, CGC, PLE, ESMM, "
+             "whichever were compared); paired Δ over seeds with its 95% interval (`*` = excludes 0).", ""]
+    head = ["variant"]
+    best = {}
+    for t in config.tasks:
+        pm = primary_metric(t.type)
+        best[t.name] = best_baseline(records, variants, t.name, pm)
+        head.append(f"{t.name} Δ vs `{best[t.name]}`")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for v in methods:
+        row = [f"`{v}`"]
+        for t in config.tasks:
+            pm = primary_metric(t.type)
+            row.append(format_interval(compare_pair(records, v, best[t.name], t.name, pm), pm) if best[t.name] else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
+def _controls_section(config, records, variants) -> list[str]:
+    controls = [v for v in variants if v.split("+")[0] in CONTROL_VARIANTS]
+    if not controls:
+        return []
+    lines = ["## Does the mask search beat its controls?", "",
+             "`connection_theta`: masks of the per-layer densities the search chose, keeping the largest |θ| (no "
+             "per-task rounds); `connection_random`: the same densities at random. Both train jointly from the same θ "
+             "with the same budget. Δ = search − control, paired over seeds, 95% interval.", ""]
+    head = ["search vs control"] + [f"{t.name} Δ" for t in config.tasks] + ["verdict"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for c in controls:
+        ref = reference_spec(c)
+        row = [f"`{ref}` vs `{c}`"]
+        signs = []
+        for t in config.tasks:
+            pm = primary_metric(t.type)
+            iv = compare_pair(records, ref, c, t.name, pm)
+            signs.append(improvement_sign(iv, pm))
+            row.append(format_interval(iv, pm))
+        if -1 in signs and 1 not in signs:
+            verdict = "the control is significantly better"
+        elif 1 in signs and -1 not in signs:
+            verdict = "the search is significantly better"
+        elif 1 in signs:
+            verdict = "mixed (one task each way)"
+        else:
+            verdict = "no significant difference"
+        row.append(verdict)
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
 def _budget(config: ProjectConfig) -> str:
-    tc = config.training
+    tc, sc = config.training, config.sparse
+    warm = f"{sc.warmup_steps} warm-up steps" if sc.warmup_steps else f"{sc.warmup_epochs} warm-up epoch(s)"
     if tc.patience is None:
-        return f"{tc.epochs} epochs"
-    return f"early stopping on the validation loss (patience {tc.patience}, at most {tc.epochs} epochs, best epoch restored)"
+        return f"fixed: {tc.epochs} epochs (search rounds {sc.round_epochs} epoch(s), {warm})"
+    return (f"protocol: every variant, every search round and joint training until the validation loss stops "
+            f"improving (patience {tc.patience}, at most {tc.max_epochs} epochs, best epoch restored); {warm}")
 
 
 def _sparse_section(config, s, sparse_info) -> list[str]:
@@ -376,8 +581,12 @@ def _sparse_section(config, s, sparse_info) -> list[str]:
     lines = [
         "## Sparse sharing: masks",
         "",
-        f"Search: warm-up {sc.warmup_epochs} epoch(s); {sc.rounds} prunings of q = {sc.prune_rate:.1%} of the alive weights "
-        f"(final density {sc.final_density}), scope `{sc.scope}`, {sc.round_epochs} epoch(s) per round on the task's own rows; "
+        f"Search: {sc.rounds} prunings of q = {sc.prune_rate:.1%} of the alive weights "
+        f"(final density {sc.final_density}"
+        + (f", then on while the sparsest round is the best, down to {sc.min_density or sc.min_layer_density}" if sc.extend else "")
+        + f"), scope `{sc.scope}`, "
+        + (f"{sc.round_epochs} epoch(s)" if config.training.patience is None else "early stopping")
+        + " per round on the task's own rows; "
         f"best validation round per task{'' if sc.allow_dense else ' (dense round forbidden)'}; joint schedule `{sc.schedule}`. "
         "Fractions are of all MLP connections, mean over seeds; FLOPs are non-zero multiply-adds of the masked MLP per example "
         "relative to the dense MLP (unstructured zeros are not faster on a dense kernel).",
@@ -394,11 +603,28 @@ def _sparse_section(config, s, sparse_info) -> list[str]:
         row += [f"{np.mean([a['overall'][f'{t}_only'] for a in infos]):.3f}" for t in tasks]
         row += [f"{np.mean([a['overall']['unused'] for a in infos]):.3f}"]
         row += [f"{np.mean([a['flops_fraction'][t] for a in infos]):.1%}" for t in tasks]
-        row += [",".join(str(a["chosen_round"][t]) for a in infos) for t in tasks]
+        row += [",".join(str(a.get("chosen_round", {}).get(t, "–")) for a in infos) for t in tasks]
         cost = s[(s.variant == v) & (s.task == "all") & (s.metric == "search_cost_ratio")]
         row.append(f"{cost['mean'].iloc[0]:.1f}×" if not cost.empty else "–")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if any("overlap" in a for infos in sparse_info.values() for a in infos):
+        pair = next(a["overlap"]["tasks"] for infos in sparse_info.values() for a in infos if "overlap" in a)
+        lines += [
+            f"Overlap of the `{pair[0]}` and `{pair[1]}` masks (fractions of all MLP connections, mean over seeds): "
+            "`shared` as found, `nested` the most two masks of these per-layer densities can share (the sparser inside "
+            "the denser), `independent` what masks drawn at random at these densities would share; `containment` = the "
+            "part of the sparser mask inside the other (1 = nested).",
+            "",
+            "| variant | shared | nested | independent | containment |",
+            "|---|---|---|---|---|",
+        ]
+        for v, infos in sparse_info.items():
+            ov = [a["overlap"] for a in infos if "overlap" in a]
+            if ov:
+                lines.append(f"| `{v}` | " + " | ".join(f"{np.mean([o[k] for o in ov]):.3f}"
+                                                       for k in ("shared", "nested", "independent", "containment")) + " |")
+        lines.append("")
     lines.append("Per-layer density (first seed):")
     lines.append("")
     for v, infos in sparse_info.items():
@@ -407,9 +633,10 @@ def _sparse_section(config, s, sparse_info) -> list[str]:
             dens = ", ".join(f"{t} {layer['density'][t]:.3f}" for t in tasks)
             lines.append(f"- `{v}` {layer['layer']} {layer['shape'][0]}×{layer['shape'][1]}: {dens}; shared {layer['shared']:.3f}, unused {layer['unused']:.3f}")
     lines.append("")
-    for v in sparse_info:
-        lines.append(f"![{v} mask sharing](masks/{v}_seed{config.training.seed}_mask_sharing.png)")
-        lines.append(f"![{v} pruning curve](masks/{v}_seed{config.training.seed}_pruning_curve.png)")
+    for v, infos in sparse_info.items():
+        lines.append(f"![{v} mask sharing](masks/{_file_name(v)}_seed{config.training.seed}_mask_sharing.png)")
+        if infos[0].get("search"):
+            lines.append(f"![{v} pruning curve](masks/{_file_name(v)}_seed{config.training.seed}_pruning_curve.png)")
     lines.append("")
     return lines
 

@@ -23,7 +23,7 @@ def tiny_config_dict(**model_overrides) -> dict:
          "specific_experts": 1, "shared_experts": 1}
     )
     data["model"].update(model_overrides)
-    data["training"].update({"batch_size": 256, "epochs": 1})
+    data["training"].update({"batch_size": 256, "epochs": 1, "patience": None})  # fixed budget: tests test mechanics
     # the curated schema sits next to the default config; tests write configs elsewhere
     data["pipeline"]["schema_file"] = str(VIDEO_CONFIG.parent / data["pipeline"]["schema_file"])
     return data
