@@ -49,3 +49,28 @@ def test_write_logs_day_folders(tmp_path, fmt):
         f"20260102/part-00000.{fmt}", f"20260102/part-00001.{fmt}",
     ]
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_purchase_scenario_rates_and_conflict():
+    import numpy as np
+
+    from data.synthetic import generate_days
+
+    frames = [f for _, f in generate_days(2, 20_000, seed=4, with_truth=True, scenario="purchase")]
+    for f in frames:
+        clicked = f[f.click == 1]
+        rate = clicked.purchase.mean()
+        assert 0.01 <= rate <= 0.03, rate  # the stated range: 1-3% of clicks
+        assert (f[f.click == 0].purchase == 0).all()  # no purchase without a click
+        # the conflict: click bait raises clicks and lowers purchases
+        bait = f.title_style == "clickbait"
+        assert f[bait].click.mean() > f[~bait].click.mean()
+        assert clicked[bait[f.click == 1]].true_cvr.mean() < 0.5 * clicked[~bait[f.click == 1]].true_cvr.mean()
+    # the video columns are the same logs with or without the scenario
+    video = [f for _, f in generate_days(2, 20_000, seed=4, with_truth=True)]
+    for v, p in zip(video, frames):
+        cols = [c for c in v.columns if c != "true_cvr"]
+        assert v[cols].equals(p[cols])
+    with pytest.raises(ValueError, match="unknown scenario 'shop'"):
+        next(generate_days(1, 10, scenario="shop"))
+    assert np.isfinite(frames[0].true_cvr).all()

@@ -94,3 +94,40 @@ def test_sparse_config_bad_values_name_key():
         d["sparse"] = {key: value}
         with pytest.raises(ConfigError, match=f"sparse.{key}"):
             parse_config(d)
+
+
+def test_sparse_protocol_and_density_bound_bad_values_name_key():
+    from models.config import ConfigError
+
+    for section, key, value in [("training", "patience", 0), ("training", "max_epochs", 0),
+                                ("sparse", "min_density", 0.0), ("sparse", "min_density", 1.0),
+                                ("sparse", "warmup_steps", 0), ("sparse", "min_density", 0.5)]:
+        d = tiny_config_dict()
+        d[section][key] = value
+        with pytest.raises(ConfigError, match=f"{section}.{key}"):
+            parse_config(d)
+
+
+def test_magnitude_and_random_masks_keep_the_requested_counts():
+    from models.masks import magnitude_masks, random_masks
+
+    rng = np.random.default_rng(0)
+    kernels = [rng.normal(size=(20, 10)), rng.normal(size=(10, 5))]
+    mags = magnitude_masks(kernels, [0.25, 0.6])
+    assert [int(m.sum()) for m in mags] == [50, 30]
+    assert np.abs(kernels[0][mags[0] > 0]).min() >= np.abs(kernels[0][mags[0] == 0]).max()
+    rand = random_masks([k.shape for k in kernels], [0.25, 0.6], np.random.default_rng(1))
+    assert [int(m.sum()) for m in rand] == [50, 30]
+    assert not np.array_equal(rand[0], mags[0])
+
+
+def test_overlap_against_nested_and_independent():
+    from models.mask_analytics import overlap
+
+    a = [np.zeros((10, 10), np.float32)]
+    b = [np.zeros((10, 10), np.float32)]
+    a[0].reshape(-1)[:20] = 1  # density 0.2, inside b
+    b[0].reshape(-1)[:50] = 1  # density 0.5
+    ov = overlap(TaskMasks("connection", ["l0"], {"ctr": a, "cvr": b}), "ctr", "cvr")
+    assert ov["shared"] == pytest.approx(0.2) and ov["nested"] == pytest.approx(0.2)
+    assert ov["independent"] == pytest.approx(0.1) and ov["containment"] == pytest.approx(1.0)

@@ -210,3 +210,84 @@ def test_tuning_switches(prepared):
     trainer.engine.set_epoch_weights(2)
     assert abs(float(trainer.model.task_weights["cvr"].numpy()) - 0.3 * 1.5**2) < 1e-6
     assert abs(float(trainer.model.task_weights["ctr"].numpy()) - 0.7) < 1e-6
+
+
+def test_search_rounds_stop_early_under_the_protocol(prepared):
+    d = tiny_config_dict()
+    d["sparse"] = {"rounds": 1, "final_density": 0.5}
+    d["training"].update({"patience": 1, "max_epochs": 3})
+    cfg = parse_config(d)
+    trainer = SparseSharingTrainer(cfg, prepared.tables, "connection", seed=0)
+    trainer.warmup(prepared.train)
+    fits = []
+    original = trainer.engine.fit
+
+    def spy(*args, **kwargs):
+        fits.append(kwargs)
+        return original(*args, **kwargs)
+
+    trainer.engine.fit = spy
+    _, rounds, _ = trainer.search(prepared.train, prepared.valid)
+    # every round trains with validation and patience, capped at max_epochs
+    assert len(fits) == 4 and all(f["valid"] is prepared.valid and f["patience"] == 1 and f["epochs"] == 3 for f in fits)
+    assert all(1 <= r.epochs <= 3 for r in rounds)
+
+
+def test_warmup_steps_set_the_rewind_point(prepared):
+    trainer = SparseSharingTrainer(_cfg(warmup_steps=3), prepared.tables, "connection", seed=0)
+    trainer.warmup(prepared.train)
+    assert trainer.warmup_fit.steps == 3 and trainer.engine.steps_taken == 3
+
+
+def test_extension_prunes_on_only_while_the_sparsest_round_is_best(prepared, monkeypatch):
+    from models import sparse_sharing
+
+    # validation MSE falls with every pruning down to round 3, then rises: the search must
+    # extend past the 2 planned rounds, try round 4, and stop there (round 3 is chosen)
+    cfg = _cfg(rounds=2, final_density=0.5, extend=True, min_density=0.05)
+    trainer = SparseSharingTrainer(cfg, prepared.tables, "connection", seed=0)
+    trainer.warmup(prepared.train)
+    calls = {"ctr": 0, "cvr": 0}
+    scripted = {"ctr": [0.60, 0.61, 0.62, 0.63, 0.62, 0.7], "cvr": [0.20, 0.19, 0.18, 0.17, 0.175, 0.1]}
+
+    def fake_evaluate(data, tasks):
+        t = tasks[0]
+        v = scripted[t][calls[t]]
+        calls[t] += 1
+        return {t: {"auc": v, "mse": v}}
+
+    monkeypatch.setattr(trainer.engine, "evaluate", fake_evaluate)
+    monkeypatch.setattr(trainer, "_train_round", lambda *a, **k: FitResult([], 0, 0.0))
+    _, rounds, chosen = trainer.search(prepared.train, prepared.valid)
+    for t in ("ctr", "cvr"):
+        assert [r.round for r in rounds if r.task == t] == [0, 1, 2, 3, 4]
+    assert chosen == {"ctr": 3, "cvr": 3}
+    # the bound: with min_density just below round 2's density the search stops at the planned rounds
+    assert sparse_sharing._is_best([(0, 1.0, None), (1, 2.0, None)], higher=True)
+    assert not sparse_sharing._is_best([(0, 1.0, None), (1, 2.0, None)], higher=False)
+
+
+def test_controls_have_the_searched_densities(prepared):
+    trainer = SparseSharingTrainer(_cfg(), prepared.tables, "connection", seed=0)
+    trainer.warmup(prepared.train)
+    reference = _random_masks(trainer.model, seed=5)
+    for t in reference.tasks:  # per-layer densities that differ by task and layer
+        reference.masks[t] = [(np.random.default_rng(i).random(m.shape) < d).astype(np.float32)
+                              for i, (m, d) in enumerate(zip(reference.masks[t], (0.3, 0.6) if t == "ctr" else (0.7, 0.2)))]
+    kernels = [layer.kernel.numpy() for layer in trainer.model.masked_layers]  # θ (after warm-up)
+    theta = trainer.control_masks("theta", reference)
+    random = trainer.control_masks("random", reference)
+    for t in reference.tasks:
+        for ref, th, rn, k in zip(reference.masks[t], theta.masks[t], random.masks[t], kernels):
+            assert th.sum() == rn.sum() == pytest.approx(ref.sum(), abs=1)
+            # |θ| masks keep exactly the largest magnitudes
+            assert np.abs(k[th > 0]).min() >= np.abs(k[th == 0]).max()
+    # random masks differ from |θ| masks and between tasks of equal density they are not copies
+    assert any(not np.array_equal(a, b) for a, b in zip(theta.masks["ctr"], random.masks["ctr"]))
+    # the control trains jointly from θ with those masks
+    result = trainer.run_control(prepared.train, prepared.valid, "theta", reference, theta=trainer.theta)
+    assert result.steps["search"] == 0 and result.steps["joint"] > 0
+    for t in reference.tasks:
+        assert result.masks.layer_density(t) == pytest.approx(reference.layer_density(t), abs=1e-3)
+    with pytest.raises(ValueError, match="unknown control"):
+        trainer.control_masks("magic", reference)

@@ -103,3 +103,23 @@ def test_seed_makes_initialization_reproducible(prepared):
     a = build_model(cfg, tables, variant="layer", seed=7)(x)
     b = build_model(cfg, tables, variant="layer", seed=7)(x)
     np.testing.assert_array_equal(a["ctr"].numpy(), b["ctr"].numpy())
+
+
+def test_dense_mlp_is_a_bottom_mlp_for_numeric_features(prepared):
+    from models.config import parse_config
+    from tests.conftest import tiny_config_dict
+
+    default = build_model(prepared.config, prepared.tables, variant="layer", seed=0)
+    names = {w.name.split("/")[-2] for w in default.weights if "numeric" in w.name}
+    assert names == {"numeric_bottom"}  # the historical single projection
+    d = tiny_config_dict()
+    d["model"]["dense_mlp"] = [8, 6]
+    cfg = parse_config(d)
+    model = build_model(cfg, prepared.tables, variant="layer", seed=0)
+    model(prepared.batch(16))
+    shapes = {w.name.split("/")[-2]: tuple(w.shape) for w in model.weights if "numeric" in w.name and "kernel" in w.name}
+    assert shapes["numeric_mlp_0"][1] == 8 and shapes["numeric_mlp_1"] == (8, 6)
+    assert shapes["numeric_bottom"] == (6, cfg.model.embedding_dim)
+    layer = model.embedding if hasattr(model, "embedding") else None
+    if layer is not None:
+        assert layer.get_config()["dense_mlp"] == [8, 6]

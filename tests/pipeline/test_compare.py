@@ -144,3 +144,74 @@ def test_help_explains():
     assert r.exit_code == 0 and "generate" in r.output and "compare" in r.output
     r = CliRunner().invoke(main, ["compare", "--help"])
     assert "--variants" in r.output and "all" in r.output
+
+
+def test_protocol_and_variant_bad_input_is_named(tmp_path):
+    runner = CliRunner()
+    good = _write_cfg(tmp_path, tiny_config_dict())
+    (tmp_path / "d").mkdir()
+    base = ["compare", "--config", str(good), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
+    r = runner.invoke(main, base + ["--patience", "0"])
+    assert r.exit_code == 2 and "--patience" in r.output
+    r = runner.invoke(main, base + ["--max-epochs", "0", "--patience", "1"])
+    assert r.exit_code == 2 and "--max-epochs" in r.output
+    r = runner.invoke(main, base + ["--max-epochs", "4"])  # the tiny config has no patience
+    assert r.exit_code == 2 and "--max-epochs caps the protocol" in r.output
+    r = runner.invoke(main, base + ["--epochs", "2", "--patience", "1"])
+    assert r.exit_code == 2 and "exclude each other" in r.output
+    r = runner.invoke(main, base + ["--set", "training.patience=0"])
+    assert r.exit_code != 0 and "training.patience" in r.output
+    r = runner.invoke(main, base + ["--set", "sparse.min_density=1.5"])
+    assert r.exit_code != 0 and "sparse.min_density" in r.output
+    r = runner.invoke(main, base + ["--variants", "single,connection_theta"])
+    assert r.exit_code == 2 and "needs 'connection'" in r.output
+    r = runner.invoke(main, base + ["--variants", "connection+turbo"])
+    assert r.exit_code == 2 and "unknown switch(es) ['turbo']" in r.output
+    r = runner.invoke(main, base + ["--variants", "ple+big"])
+    assert r.exit_code == 2 and "not to 'ple'" in r.output
+    r = runner.invoke(main, ["generate", "--out", str(tmp_path / "g"), "--scenario", "shop"])
+    assert r.exit_code == 2 and "--scenario" in r.output
+
+
+def test_resolve_variants_presets_switches_and_control_order():
+    from models.config import parse_config
+    from pipeline.compare import TABLE2_VARIANTS, reference_spec, resolve_variants
+
+    cfg = parse_config(tiny_config_dict())
+    runs = resolve_variants(cfg, ["connection_random", "table2"])
+    specs = [s for s, _, _ in runs]
+    assert set(specs) == set(TABLE2_VARIANTS) and len(specs) == len(TABLE2_VARIANTS)
+    assert specs[-2:] == ["connection_random", "connection_theta"]  # controls after their reference
+    by = {s: (b, c) for s, b, c in runs}
+    base, tuned = by["connection+tuning"]
+    assert base == "connection" and tuned.tuning.gradient_conflict.enabled
+    assert [t.weight for t in tuned.tasks] == [cfg.tuning.switches.balance[t.name] for t in tuned.tasks]
+    assert by["connection+big"][1].tuning.width_multiplier == cfg.tuning.switches.width_multiplier
+    assert by["connection+mv"][1].tuning.multi_view_dim == cfg.tuning.switches.multi_view_dim
+    assert by["single"][1] == cfg and not by["connection"][1].tuning.gradient_conflict.enabled
+    assert reference_spec("connection_theta+gc") == "connection+gc"
+
+
+def test_seesaw_needs_two_significant_opposite_changes():
+    from models.config import parse_config
+    from pipeline.compare import render_report, seesaw
+
+    cfg = parse_config(tiny_config_dict())
+
+    def recs(variant, auc, mse):
+        return [r for s, (a, m) in enumerate(zip(auc, mse)) for r in (
+            {"variant": variant, "seed": s, "task": "ctr", "metric": "auc", "value": a},
+            {"variant": variant, "seed": s, "task": "cvr", "metric": "mse", "value": m})]
+
+    single = recs("single", [0.70, 0.71, 0.72], [0.100, 0.110, 0.090])
+    # CTR clearly better, CVR clearly worse: a seesaw
+    clear = recs("a", [0.72, 0.73, 0.74], [0.110, 0.121, 0.099])
+    # CTR clearly better, CVR worse on average but inside the seed noise: not a seesaw
+    noisy = recs("b", [0.72, 0.73, 0.74], [0.120, 0.100, 0.095])
+    records = single + clear + noisy
+    assert seesaw(records, "a", cfg) and not seesaw(records, "b", cfg)
+    md = render_report(cfg, records, ["single", "a", "b"], "data", "clean", {"train": {"rows": 1, "ctr": 1, "cvr": 1}})
+    row_a = next(line for line in md.splitlines() if line.startswith("| `a` |"))
+    row_b = next(line for line in md.splitlines() if line.startswith("| `b` |"))
+    assert "**seesaw**" in row_a and "**seesaw**" not in row_b
+    assert "+10.00% [" in row_a  # relative MSE difference per seed, mean over seeds
