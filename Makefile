@@ -17,8 +17,12 @@ VARIANTS ?= all
 OUT ?= .ncs/compare
 
 SERVING ?= serving_models/ctr_cvr
+PURCHASE_DATA ?= .ncs/data/purchase
+RESULTS ?= docs/results
+# the papers' Table 2 on the purchase scenario: the watch-based gradient-conflict rows do not apply
+PURCHASE_VARIANTS ?= single,layer,connection,neuron,connection+balance,connection+mv,connection+big,shared_bottom,mmoe,cgc,ple,esmm,connection_theta,connection_random
 
-.PHONY: install run daily compare test bench bench-daily bench-streaming clean
+.PHONY: install run daily compare table2 results test bench bench-daily bench-streaming clean
 
 install: $(STAMP)
 
@@ -39,6 +43,19 @@ run: $(STAMP) $(DATA)/.complete
 # Every model variant on the same split, 3 seeds: results.json + report.md (docs/results/ has one)
 compare: $(STAMP) $(DATA)/.complete
 	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants $(VARIANTS) --seeds $(SEEDS) --out $(OUT)
+
+$(PURCHASE_DATA)/.complete: | $(STAMP)
+	$(NCS) generate --out $(PURCHASE_DATA) --days $(DAYS) --rows-per-day $(ROWS) --seed 0 --with-truth --scenario purchase
+	@touch $@
+
+# The papers' Table 2 under the budget protocol (configs: training.patience), SEEDS seeds -> RESULTS/video
+table2: $(STAMP) $(DATA)/.complete
+	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants table2 --seeds $(SEEDS) --out $(RESULTS)/video
+
+# Table 2 on both scenarios (video logs and the purchase scenario) -> RESULTS/video, RESULTS/purchase
+results: table2 $(PURCHASE_DATA)/.complete
+	$(NCS) compare --config configs/purchase.yaml --data $(PURCHASE_DATA) --variants $(PURCHASE_VARIANTS) --seeds $(SEEDS) \
+		--out $(RESULTS)/purchase
 
 # CI (.ci/run). worksteal + tests/conftest.py start the end-to-end tests (marker e2e) first, one per
 # worker; per-test timeouts come from pyproject.toml (pytest-timeout); the 20 slowest are listed.
