@@ -48,11 +48,11 @@ $(PURCHASE_DATA)/.complete: | $(STAMP)
 	$(NCS) generate --out $(PURCHASE_DATA) --days $(DAYS) --rows-per-day $(ROWS) --seed 0 --with-truth --scenario purchase
 	@touch $@
 
-# The papers' Table 2 under the budget protocol (configs: training.patience), SEEDS seeds -> RESULTS/video
+# The papers' Table 2 under the budget protocol (configs: training.patience), SEEDS seeds -> RESULTS (docs/results)
 table2: $(STAMP) $(DATA)/.complete
-	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants table2 --seeds $(SEEDS) --out $(RESULTS)/video
+	$(NCS) compare --config configs/video.yaml --data $(DATA) --variants table2 --seeds $(SEEDS) --out $(RESULTS)
 
-# Table 2 on both scenarios (video logs and the purchase scenario) -> RESULTS/video, RESULTS/purchase
+# Table 2 on both scenarios: the video logs -> RESULTS, the purchase scenario -> RESULTS/purchase
 results: table2 $(PURCHASE_DATA)/.complete
 	$(NCS) compare --config configs/purchase.yaml --data $(PURCHASE_DATA) --variants $(PURCHASE_VARIANTS) --seeds $(SEEDS) \
 		--out $(RESULTS)/purchase
