@@ -178,6 +178,31 @@ def compare(config_path, data_path, variants, seeds, out_dir, epochs, patience, 
     click.echo(f"\nreport: {Path(out_dir) / 'report.md'}   records: {Path(out_dir) / 'results.json'}")
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The project YAML the runs were made with.")
+@click.option("--from", "run_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="An `ncs compare` output folder (results.json + run.json). Repeat for each run to merge.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Writes results.json, report.md.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="The same --set the runs were made with.")
+def report(config_path, run_dirs, out_dir, overrides):
+    """Merge `ncs compare` runs of the same split into one report.
+
+    A long comparison (`--variants table2`) can be split into several runs, one per process
+    or machine, each with some of the variants and the same --seeds; this pools their records
+    (the first folder wins on a variant both ran) and renders one report.md with the paired
+    intervals across all of them.
+    """
+    from pipeline.compare import MergeError, merge_runs
+
+    cfg = _load(config_path, overrides)
+    try:
+        merge_runs(cfg, list(run_dirs), out_dir)
+    except MergeError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"report: {Path(out_dir) / 'report.md'}   records: {Path(out_dir) / 'results.json'}")
+
+
 def _schema_path(cfg, config_path, override=None):
     """``--schema`` or ``pipeline.schema_file`` (relative to the config file); None = infer with SchemaGen."""
     name = override or cfg.pipeline.schema_file

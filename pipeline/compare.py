@@ -338,7 +338,64 @@ def run_compare(
         )
 
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
+    meta = {"data": str(data_path), "cleaning": report.summary(), "counts": counts, "variants": specs,
+            "ranking_note": ranking_note}
+    (out_dir / "run.json").write_text(json.dumps(meta, indent=1))
     md = render_report(config, records, specs, data_path, report.summary(), counts, sparse_info, ranking_note)
+    (out_dir / "report.md").write_text(md)
+    return records
+
+
+class MergeError(ValueError):
+    """Comparison folders that cannot be merged (the message names the folder and why)."""
+
+
+def merge_runs(config: ProjectConfig, run_dirs: list[str | Path], out_dir: str | Path) -> list[dict]:
+    """One report from several ``ncs compare`` output folders of the same split (``ncs report``).
+
+    A long comparison (the papers' Table 2) can run as several processes or machines, each with
+    some variants; their records are pooled (the first folder wins where two hold the same
+    variant and seed), their seed-42 mask plots copied, and ``report.md`` rendered as if one
+    run had trained them all. Folders whose splits differ (row or sample-space counts) or that
+    lack ``results.json`` / ``run.json`` raise :class:`MergeError` naming the folder.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    metas, records, seen, variants = [], [], set(), []
+    sparse_info: dict[str, list[dict]] = {}
+    for d in map(Path, run_dirs):
+        missing = [f for f in ("results.json", "run.json") if not (d / f).exists()]
+        if missing:
+            raise MergeError(f"{d}: not an ncs compare output folder (no {' or '.join(missing)})")
+        meta = json.loads((d / "run.json").read_text())
+        if metas and meta["counts"] != metas[0]["counts"]:
+            raise MergeError(f"{d}: its splits differ from {run_dirs[0]} ({meta['counts']} vs {metas[0]['counts']}); "
+                             "only runs on the same data and split can be merged")
+        metas.append(meta)
+        for r in json.loads((d / "results.json").read_text()):
+            key = (r["variant"], r["seed"], r["task"], r["metric"])
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+        for v in meta["variants"]:
+            if v in variants:
+                continue
+            variants.append(v)
+            files = sorted((d / "masks").glob(f"{_file_name(v)}_seed*_mask_analytics.json"))
+            if files:
+                sparse_info[v] = [json.loads(f.read_text()) for f in files]
+            if (d / "masks").is_dir():
+                (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+                for f in (d / "masks").glob(f"{_file_name(v)}_seed*"):
+                    if f.suffix in (".png", ".json") and f.resolve() != (out_dir / "masks" / f.name).resolve():
+                        shutil.copy2(f, out_dir / "masks" / f.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(records, indent=1))
+    m = metas[0]
+    (out_dir / "run.json").write_text(json.dumps({**m, "variants": variants, "merged_from": [str(d) for d in run_dirs]},
+                                                 indent=1))
+    md = render_report(config, records, variants, m["data"], m["cleaning"], m["counts"], sparse_info, m["ranking_note"])
     (out_dir / "report.md").write_text(md)
     return records
 

@@ -215,3 +215,36 @@ def test_seesaw_needs_two_significant_opposite_changes():
     row_b = next(line for line in md.splitlines() if line.startswith("| `b` |"))
     assert "**seesaw**" in row_a and "**seesaw**" not in row_b
     assert "+10.00% [" in row_a  # relative MSE difference per seed, mean over seeds
+
+
+def test_report_merges_runs_of_one_split_and_refuses_other_splits(tmp_path):
+    counts = {"train": {"rows": 10, "ctr": 10, "cvr": 3}, "valid": {"rows": 5, "ctr": 5, "cvr": 1},
+              "test": {"rows": 5, "ctr": 5, "cvr": 2}}
+
+    def run(name, variants, shift, counts=counts):
+        d = tmp_path / name
+        d.mkdir()
+        recs = [{"variant": v, "seed": s, "task": t, "metric": m, "value": val + shift * (v != "single")}
+                for v in variants for s in (1, 2, 3)
+                for t, m, val in (("ctr", "auc", 0.70 + 0.001 * s), ("cvr", "mse", 0.10 + 0.001 * s))]
+        (d / "results.json").write_text(json.dumps(recs))
+        (d / "run.json").write_text(json.dumps({"data": "logs", "cleaning": "read 20 rows", "counts": counts,
+                                                "variants": variants, "ranking_note": ""}))
+        return d
+
+    a = run("a", ["single", "layer"], 0.01)
+    b = run("b", ["single", "connection+tuning"], 0.02)
+    cfg = _write_cfg(tmp_path, tiny_config_dict())
+    r = CliRunner().invoke(main, ["report", "--config", str(cfg), "--from", str(a), "--from", str(b), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "m" / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip() for row in rows[:3]] == ["`single`", "`layer`", "`connection+tuning`"]
+    assert "+0.0200 [+0.0200, +0.0200] *" in rows[2]  # paired against the first run's `single`
+    merged = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert sum(1 for x in merged if x["variant"] == "single") == 6  # the duplicate single of run b is dropped
+    other = run("c", ["mmoe"], 0.0, counts={**counts, "test": {"rows": 6, "ctr": 6, "cvr": 2}})
+    r = CliRunner().invoke(main, ["report", "--config", str(cfg), "--from", str(a), "--from", str(other), "--out", str(tmp_path / "n")])
+    assert r.exit_code == 1 and "its splits differ" in r.output and str(other) in r.output
+    r = CliRunner().invoke(main, ["report", "--config", str(cfg), "--from", str(tmp_path / "m" / ".."), "--out", str(tmp_path / "n")])
+    assert r.exit_code == 1 and "not an ncs compare output folder" in r.output
