@@ -37,8 +37,11 @@ $(DATA)/.complete: | $(STAMP)
 	@touch $@
 
 # The main job: the TFX pipeline on the default logs (ExampleGen ... Evaluator -> Pusher), then a summary.
+# RUN_BUDGET: the quick first run trains a fixed 2 epochs (training.epochs); RUN_BUDGET= trains under
+# the config's budget protocol (early stopping everywhere, several times the model compute).
+RUN_BUDGET ?= --set training.patience=null
 run: $(STAMP) $(DATA)/.complete
-	$(NCS) run --config configs/video.yaml --data $(DATA) --serving-dir $(SERVING)
+	$(NCS) run --config configs/video.yaml --data $(DATA) --serving-dir $(SERVING) $(RUN_BUDGET)
 
 # Every model variant on the same split, 3 seeds: results.json + report.md (docs/results/ has one)
 compare: $(STAMP) $(DATA)/.complete
