@@ -357,7 +357,8 @@ def merge_runs(config: ProjectConfig, run_dirs: list[str | Path], out_dir: str |
     some variants; their records are pooled (the first folder wins where two hold the same
     variant and seed), their seed-42 mask plots copied, and ``report.md`` rendered as if one
     run had trained them all. Folders whose splits differ (row or sample-space counts) or that
-    lack ``results.json`` / ``run.json`` raise :class:`MergeError` naming the folder.
+    lack ``results.json`` / ``run.json`` raise :class:`MergeError` naming the folder. The report's
+    rows follow the Table-2 order.
     """
     import shutil
 
@@ -390,6 +391,8 @@ def merge_runs(config: ProjectConfig, run_dirs: list[str | Path], out_dir: str |
                 for f in (d / "masks").glob(f"{_file_name(v)}_seed*"):
                     if f.suffix in (".png", ".json") and f.resolve() != (out_dir / "masks" / f.name).resolve():
                         shutil.copy2(f, out_dir / "masks" / f.name)
+    # rows in Table-2 order (variants outside it after, as they came)
+    variants.sort(key=lambda v: TABLE2_VARIANTS.index(v) if v in TABLE2_VARIANTS else len(TABLE2_VARIANTS))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(records, indent=1))
     m = metas[0]
