@@ -33,14 +33,15 @@ WARM_START_DIR = "warm_start"  # weights + vocabularies, for the next day's warm
 
 def train_and_export(config: ProjectConfig, examples_uri: str | list[str], transform_uri: str, model_dir: str, run_dir: str,
                      masks_uri: str | None = None, base_model_uri: str | None = None, epochs: int | None = None,
-                     strategy=None) -> dict:
+                     strategy=None, export: bool = True) -> dict:
     """The component body as a plain function (tests and worker processes call it). Returns a summary dict.
 
     Training streams Transform's output through ``models.engine`` under ``strategy`` (default:
     built from ``TF_CONFIG``, see ``models.distributed``). ``base_model_uri``: a Model artifact of
     an earlier run to warm-start from (its ``warm_start/``). ``epochs``: override the
     joint-training (sparse) or training epochs (daily increments). Every worker writes
-    ``warm_start/``; only the chief exports the serving model and TensorBoard logs.
+    ``warm_start/``; only the chief exports the serving model and TensorBoard logs. ``export=False``
+    skips the serving export (a comparison that only needs the trained weights).
     """
     from models.distributed import is_chief, strategy_from_env
 
@@ -114,7 +115,7 @@ def train_and_export(config: ProjectConfig, examples_uri: str | list[str], trans
         plain.set_weights(model.get_weights())
         model = plain
     save_warm_start(model, tables, os.path.join(model_dir, WARM_START_DIR))
-    if not chief:
+    if not chief or not export:
         return summary
     serving = os.path.join(model_dir, SERVING_DIR)
     if os.path.exists(serving):

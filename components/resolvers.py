@@ -6,6 +6,9 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 
+CACHE_END_SPAN = "ncs_cache_end_span"  # on a TransformCache: the newest span its Transform analyzed
+
+
 def _span(artifact: types.Artifact) -> int:
     # ExampleGen stores the span as an int custom property (older versions: as a string)
     text = artifact.get_string_custom_property("span")
@@ -43,3 +46,23 @@ class ValidatedSpanWindow(resolver.ResolverStrategy):
         ids = {a.id for a in chosen}
         # a resolver outputs every input key: the markers of the chosen spans ride along
         return {"examples": chosen, "validated": [v for v in markers if v.get_int_custom_property("examples_id") in ids]}
+
+
+class EarlierAnalyzerCache(resolver.ResolverStrategy):
+    """The newest analyzer cache of a Transform whose window ended before ``end_span``.
+
+    Input and output key ``cache`` (TransformCache artifacts; TFX hands a resolver LIVE artifacts
+    only, so a killed Transform's cache never arrives). Yesterday's cache, not today's: a re-run of
+    today (after a kill, or a retry) then gets the same cache input as the first attempt, so TFX's
+    own execution cache still finds today's finished Transform. Caches without the
+    ``ncs_cache_end_span`` stamp (``components.transform_cache``) are ignored. No cache resolves
+    to an empty list (Transform then analyzes every span of the window).
+    """
+
+    def __init__(self, end_span: int):
+        self.end_span = int(end_span)
+
+    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]) -> Optional[Dict[str, List[types.Artifact]]]:
+        earlier = [c for c in input_dict.get("cache", [])
+                   if c.has_custom_property(CACHE_END_SPAN) and c.get_int_custom_property(CACHE_END_SPAN) < self.end_span]
+        return {"cache": [max(earlier, key=lambda c: c.id)] if earlier else []}

@@ -14,7 +14,8 @@
 
 Daily mode (``daily=DailyRun(...)``, ``ncs daily``): ExampleGen ingests one day folder as one
 span; ValidationGate marks it validated; a span-window resolver hands Transform the last
-``daily.window_days`` validated spans; the masks are searched again (refresh) or the latest
+``daily.window_days`` validated spans, with the analyzer cache of the latest Transform (so only the
+new span is analyzed; ``components.transform_cache``); the masks are searched again (refresh) or the latest
 ``TaskMasks`` are resolved (reuse; an Importer of a given URI on Kubeflow); the trainer
 warm-starts from the latest blessed model (also the Evaluator's baseline) and trains
 ``daily.epochs`` epochs; the Evaluator scores the new day's eval split.
@@ -30,9 +31,10 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.atomic_pusher import atomic_pusher
-from components.resolvers import ValidatedSpanWindow
+from components.resolvers import EarlierAnalyzerCache, ValidatedSpanWindow
 from components.definitions import MaskSearch, MaskedTrainer, ServingSmokeCheck
 from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE, transform_config_json
+from components.transform_cache import use_cache_executor
 from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
@@ -42,6 +44,7 @@ from models.config import SPARSE_VARIANTS, ProjectConfig
 # candidate may not be worse than the last blessed model by more than this.
 DEFAULT_AUC_MIN, DEFAULT_AUC_MAX_DROP = 0.5, 0.01
 DEFAULT_MSE_MAX, DEFAULT_MSE_MAX_RISE = 0.25, 0.005
+TRANSFORM_ID = "Transform"  # node id the analyzer-cache resolver reads caches from
 MASK_SEARCH_ID = "MaskSearch"  # node id the reuse resolver reads masks from (also across ncs run / ncs daily)
 
 
@@ -257,16 +260,32 @@ def create_pipeline(
         window.add_upstream_node(gate)  # resolve after today's span is validated
         components.append(window)
         examples_to_transform = window.outputs["examples"]
-    transform = tfx.components.Transform(
+    # a sliding window re-reads yesterday's spans: TFT's analyzer cache of the latest finished Transform of an
+    # earlier day (LIVE artifacts only) lets the analysis read only the new span; components.transform_cache trusts a cache only
+    # under the same config, schema and TFT version. A whole-history run (`ncs run`) has nothing to reuse.
+    use_cache = daily is not None and daily.span is not None
+    cache = None
+    if use_cache:
+        cache = tfx.dsl.Resolver(
+            strategy_class=EarlierAnalyzerCache,
+            config={"end_span": daily.span},
+            cache=tfx.dsl.Channel(type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID),
+        ).with_id("latest_analyzer_cache_resolver")
+        components.append(cache)
+    transform = use_cache_executor(tfx.components.Transform(
         examples=examples_to_transform,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="components.transform.preprocessing_fn",
         custom_config={"config_json": transform_config_json(config)},
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid", "eval"]),
+        # the eval split is scored by the Evaluator from the raw examples through the model's transform_features
+        # signature, so only the splits training reads are materialized
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid"]),
+        analyzer_cache=cache.outputs["cache"] if cache is not None else None,
+        disable_analyzer_cache=not use_cache,
         # TFDV statistics of the raw and the transformed splits: nothing downstream reads them (StatisticsGen and
         # ExampleValidator check the raw data) and each is one more pass over the data inside Transform
         disable_statistics=True,
-    )
+    ))
     transform.add_upstream_node(gate)
     components.append(transform)
 

@@ -2,7 +2,7 @@
 
 from tfx.types import standard_artifacts
 
-from components.resolvers import ValidatedSpanWindow
+from components.resolvers import CACHE_END_SPAN, EarlierAnalyzerCache, ValidatedSpanWindow
 from components.types import ValidatedSpan
 
 
@@ -41,3 +41,20 @@ def test_window_span_may_be_a_string_property_of_old_tfx():
     a.set_string_custom_property("span", "20")
     out = ValidatedSpanWindow(end_span=20, num_spans=1).resolve_artifacts(None, {"examples": [a], "validated": [_marker(8, 7)]})
     assert [x.id for x in out["examples"]] == [7]
+
+
+def _cache(aid: int, end_span=None):
+    c = standard_artifacts.TransformCache()
+    c.id = aid
+    if end_span is not None:
+        c.set_int_custom_property(CACHE_END_SPAN, end_span)
+    return c
+
+
+def test_analyzer_cache_of_the_newest_earlier_day_only():
+    caches = [_cache(1, 10), _cache(2, 11), _cache(3, 11), _cache(4, 12), _cache(5)]  # 5: unstamped
+    # day 12 (e.g. re-run after a kill): not its own cache 4, the newest of day 11
+    assert [c.id for c in EarlierAnalyzerCache(end_span=12).resolve_artifacts(None, {"cache": caches})["cache"]] == [3]
+    assert [c.id for c in EarlierAnalyzerCache(end_span=13).resolve_artifacts(None, {"cache": caches})["cache"]] == [4]
+    assert EarlierAnalyzerCache(end_span=10).resolve_artifacts(None, {"cache": caches}) == {"cache": []}
+    assert EarlierAnalyzerCache(end_span=10).resolve_artifacts(None, {}) == {"cache": []}

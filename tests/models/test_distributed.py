@@ -124,7 +124,7 @@ def test_masked_trainer_body_two_workers_equal_one_process(transformed, tmp_path
     # one process, same config and global batch: the same rows per step
     monkeypatch.delenv("TF_CONFIG", raising=False)
     single = train_and_export(config, str(transformed), transform, str(tmp_path / "single"), str(tmp_path / "single_run"),
-                              str(tmp_path / "masks"), strategy=tf.distribute.get_strategy())
+                              str(tmp_path / "masks"), strategy=tf.distribute.get_strategy(), export=False)
     assert single["workers"] == 1 and single["steps"] == summaries[0]["steps"] > 0
 
     names0, w0, _ = read_warm_start(str(tmp_path / "worker0" / "warm_start"))

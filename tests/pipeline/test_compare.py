@@ -20,14 +20,15 @@ def _write_cfg(tmp_path, data):
 
 @pytest.mark.e2e
 def test_generate_and_compare_end_to_end(tmp_path):
-    """Baselines and connection/neuron through the CLI on one transformed split (the second run reuses it)."""
+    """A baseline and connection through the CLI on one transformed split (the second run reuses it). The other
+    sparse variant (neuron) and the other baselines train through the same code (tests/models)."""
     runner = CliRunner()
     data = tmp_path / "logs"
     r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500", "--with-truth"])
     assert r.exit_code == 0, r.output
     cfg = _write_cfg(tmp_path, tiny_config_dict())
     out = tmp_path / "cmp"
-    r = runner.invoke(main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,connection,neuron",
+    r = runner.invoke(main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,connection",
                              "--seeds", "1", "--out", str(out), "--set", "sparse.rounds=2", "--set", "sparse.final_density=0.3"])
     assert r.exit_code == 0, r.output
     assert "transform: wrote" in r.output
@@ -41,7 +42,7 @@ def test_generate_and_compare_end_to_end(tmp_path):
     ranking = df[df.task == "ranking"]
     assert {"single/single", "single/connection", "connection/connection", "oracle/oracle"} <= set(ranking.variant)
     assert (ranking[ranking.variant == "oracle/oracle"].value.iloc[0] >= ranking[ranking.variant != "oracle/oracle"].value.max() - 1e-9)
-    for v in ("connection", "neuron"):
+    for v in ("connection",):
         for suffix in ("mask_analytics.json", "mask_sharing.png", "pruning_curve.png", "masks.npz"):
             assert (out / "masks" / f"{v}_seed42_{suffix}").exists()
         a = json.loads((out / "masks" / f"{v}_seed42_mask_analytics.json").read_text())
@@ -52,7 +53,7 @@ def test_generate_and_compare_end_to_end(tmp_path):
 
     # baselines over two seeds, on the transformed split the first run cached
     r = runner.invoke(
-        main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,layer,esmm", "--seeds", "2", "--out", str(out)]
+        main, ["compare", "--config", str(cfg), "--data", str(data), "--variants", "single,layer", "--seeds", "2", "--out", str(out)]
     )
     assert r.exit_code == 0, r.output
     assert "transform: reusing" in r.output
@@ -60,7 +61,7 @@ def test_generate_and_compare_end_to_end(tmp_path):
     assert {tuple(sorted(x)) for x in records} == {("metric", "seed", "task", "value", "variant")}
     df = pd.DataFrame(records)
     models = df[df.task != "ranking"]
-    assert set(models.variant) == {"single", "layer", "esmm", "oracle"}
+    assert set(models.variant) == {"single", "layer", "oracle"}
     assert {"single/single", "single/layer", "oracle/oracle", "random order"} <= set(df[df.task == "ranking"].variant)
     assert set(df[df.variant == "layer"].seed) == {42, 43}
     auc = df[(df.task == "ctr") & (df.metric == "auc") & (df.variant != "oracle")].value

@@ -129,6 +129,11 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
     for d in days:
         assert 0 < days[d]["metrics"]["ctr/auc"] < 1 and days[d]["metrics"]["cvr/mse"] >= 0
     assert "ctr/auc/baseline" in days["20260102"]["metrics"]  # evaluated against day 1's blessed model
+    # day 2's Transform read day 1's analyzer cache (stamped with the key of this config and schema), so its
+    # analysis only read the new span
+    (t1, c1), (t2, c2) = _transform_runs(home)
+    assert c1["in"] == [] and c2["in"] == c1["out"] and len(c1["out"]) == 1
+    assert c1["out_keys"] == c2["out_keys"] and c1["out_keys"][0]
 
     # re-running a day that succeeded is a no-op
     r = _daily(cfg, data, serving, home, "20260102")
@@ -159,6 +164,17 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
 
     r = _daily(cfg, data, serving, home, "20260104")
     assert r.exit_code == 0, r.output
+    # the re-run re-used what the killed run had finished
+    from ml_metadata.proto.metadata_store_pb2 import Execution
+
+    store = _store(home)
+    types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
+    last = max(e.id for e in store.get_executions() if types[e.type_id] == "CsvExampleGen")
+    cached = {types[e.type_id] for e in store.get_executions() if e.id >= last and e.last_known_state == Execution.CACHED}
+    assert {"CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate", "Transform"} <= cached, cached
+    # day 4's Transform (of the killed run, re-used by the re-run) read day 2's cache: the newest of an earlier day
+    runs = _transform_runs(home)
+    assert len(runs) == 3 and runs[2][1]["in"] == runs[1][1]["out"], runs
     days = _ledger(home)
     d4 = days["20260104"]
     assert d4["status"] == "succeeded" and d4["pushed_version"] > pushed[-1]
@@ -180,6 +196,31 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
     assert r.exit_code == 0, r.output
     assert re.search(r"20260103\s+rejected", r.output) and "searched" in r.output and "reused" in r.output, r.output
     assert (tmp_path / "days.png").stat().st_size > 0
+
+
+def _transform_runs(home: Path) -> list:
+    """Per finished Transform execution, oldest first: ``(id, {"in": cache URIs read, "out": cache URIs written,
+    "out_keys": their ncs_cache_key})``."""
+    from ml_metadata.proto.metadata_store_pb2 import Execution
+
+    from components.transform_cache import CACHE_KEY
+
+    store = _store(home)
+    t_type = next(t.id for t in store.get_execution_types() if t.name.endswith("Transform"))
+    runs = []
+    for ex in sorted(store.get_executions(), key=lambda e: e.id):
+        if ex.type_id != t_type or ex.last_known_state != Execution.COMPLETE:
+            continue
+        io = {"in": [], "out": [], "out_keys": []}
+        for e in store.get_events_by_execution_ids([ex.id]):
+            key = e.path.steps[0].key
+            if key in ("analyzer_cache", "updated_analyzer_cache"):
+                a = store.get_artifacts_by_id([e.artifact_id])[0]
+                io["in" if e.type == e.INPUT else "out"].append(a.uri)
+                if e.type == e.OUTPUT:
+                    io["out_keys"].append(a.custom_properties[CACHE_KEY].string_value if CACHE_KEY in a.custom_properties else "")
+        runs.append((ex.id, io))
+    return runs
 
 
 def _model_uri_of(home: Path, version: str) -> str:
