@@ -23,8 +23,8 @@ ROWS_PER_DAY = 800
 TRAINING_EPOCHS, DAILY_EPOCHS = 2, 1  # different, so the daily override is visible
 
 
-# the daily orchestration does not depend on the feature set (the TFX end-to-end test runs all of them); fewer
-# features make every Transform, training and evaluation of the 4 days cheaper. Kept: a hashed id, a vocabulary
+# the daily orchestration does not depend on the feature set (tests/conftest.py's TINY_FEATURES, one more small
+# vocabulary, run through the TFX end-to-end test); fewer features make every Transform, training and evaluation of the 4 days cheaper. Kept: a hashed id, a vocabulary
 # with OOV buckets, a multi-valued feature and one sharing its embedding table, a small vocabulary, a numeric one.
 DAILY_FEATURES = ("user_id", "video_id", "interests", "tags", "page", "duration")
 
