@@ -9,7 +9,7 @@ from tfx.dsl.components.common import resolver
 CACHE_END_SPAN = "ncs_cache_end_span"  # on a TransformCache: the newest span its Transform analyzed
 
 
-def _span(artifact: types.Artifact) -> int:
+def span_of(artifact: types.Artifact) -> int:
     # ExampleGen stores the span as an int custom property (older versions: as a string)
     text = artifact.get_string_custom_property("span")
     return int(text) if text else artifact.get_int_custom_property("span")
@@ -37,7 +37,7 @@ class ValidatedSpanWindow(resolver.ResolverStrategy):
         start = self.end_span - self.num_spans + 1
         newest: Dict[int, types.Artifact] = {}
         for a in input_dict.get("examples", []):
-            span = _span(a)
+            span = span_of(a)
             if a.id in validated_ids and start <= span <= self.end_span and (span not in newest or a.id > newest[span].id):
                 newest[span] = a
         if self.end_span not in newest:

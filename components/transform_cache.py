@@ -34,7 +34,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils
 
-from components.resolvers import CACHE_END_SPAN, _span
+from components.resolvers import CACHE_END_SPAN, span_of
 
 CACHE_KEY = "ncs_cache_key"
 
@@ -84,7 +84,7 @@ class Executor(transform_executor.Executor):
             inputs[specs.ANALYZER_CACHE_KEY] = caches
             logging.info("Transform: reusing the analyzer cache at %s", caches[0].uri)
         super().Do(inputs, output_dict, exec_properties)
-        spans = [_span(a) for a in input_dict.get(specs.EXAMPLES_KEY, []) if a.has_custom_property("span")]
+        spans = [span_of(a) for a in input_dict.get(specs.EXAMPLES_KEY, []) if a.has_custom_property("span")]
         for artifact in output_dict.get(specs.UPDATED_ANALYZER_CACHE_KEY, []) or []:
             # stamped only after the analysis finished and wrote the cache
             if os.path.isdir(artifact.uri):

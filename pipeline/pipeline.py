@@ -14,8 +14,8 @@
 
 Daily mode (``daily=DailyRun(...)``, ``ncs daily``): ExampleGen ingests one day folder as one
 span; ValidationGate marks it validated; a span-window resolver hands Transform the last
-``daily.window_days`` validated spans, with the analyzer cache of the latest Transform (so only the
-new span is analyzed; ``components.transform_cache``); the masks are searched again (refresh) or the latest
+``daily.window_days`` validated spans, with the analyzer cache of an earlier day's Transform (so only
+the new span is analyzed; ``components.transform_cache``); the masks are searched again (refresh) or the latest
 ``TaskMasks`` are resolved (reuse; an Importer of a given URI on Kubeflow); the trainer
 warm-starts from the latest blessed model (also the Evaluator's baseline) and trains
 ``daily.epochs`` epochs; the Evaluator scores the new day's eval split.
@@ -249,7 +249,9 @@ def create_pipeline(
         return finish(components)
 
     examples_to_transform = example_gen.outputs["examples"]
-    if daily and daily.span is not None:
+    windowed = daily is not None and daily.span is not None  # a local daily run of a given day
+    cache = None
+    if windowed:
         # the training window: the last K validated spans (today's included), from MLMD
         window = tfx.dsl.Resolver(
             strategy_class=ValidatedSpanWindow,
@@ -258,20 +260,16 @@ def create_pipeline(
             validated=tfx.dsl.Channel(type=ValidatedSpan, producer_component_id=gate.id),
         ).with_id("span_window_resolver")
         window.add_upstream_node(gate)  # resolve after today's span is validated
-        components.append(window)
-        examples_to_transform = window.outputs["examples"]
-    # a sliding window re-reads yesterday's spans: TFT's analyzer cache of the latest finished Transform of an
-    # earlier day (LIVE artifacts only) lets the analysis read only the new span; components.transform_cache trusts a cache only
-    # under the same config, schema and TFT version. A whole-history run (`ncs run`) has nothing to reuse.
-    use_cache = daily is not None and daily.span is not None
-    cache = None
-    if use_cache:
+        # the window re-reads yesterday's spans: TFT's analyzer cache of the latest finished Transform of an earlier
+        # day (LIVE artifacts only) lets the analysis read only the new span; components.transform_cache trusts a
+        # cache only under the same config, schema and TFT version. A whole-history run (`ncs run`) has nothing to reuse.
         cache = tfx.dsl.Resolver(
             strategy_class=EarlierAnalyzerCache,
             config={"end_span": daily.span},
             cache=tfx.dsl.Channel(type=tfx.types.standard_artifacts.TransformCache, producer_component_id=TRANSFORM_ID),
-        ).with_id("latest_analyzer_cache_resolver")
-        components.append(cache)
+        ).with_id("earlier_analyzer_cache_resolver")
+        components += [window, cache]
+        examples_to_transform = window.outputs["examples"]
     transform = use_cache_executor(tfx.components.Transform(
         examples=examples_to_transform,
         schema=schema_gen.outputs["schema"],
@@ -281,7 +279,7 @@ def create_pipeline(
         # signature, so only the splits training reads are materialized
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "valid"]),
         analyzer_cache=cache.outputs["cache"] if cache is not None else None,
-        disable_analyzer_cache=not use_cache,
+        disable_analyzer_cache=not windowed,
         # TFDV statistics of the raw and the transformed splits: nothing downstream reads them (StatisticsGen and
         # ExampleValidator check the raw data) and each is one more pass over the data inside Transform
         disable_statistics=True,

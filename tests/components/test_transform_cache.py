@@ -94,7 +94,7 @@ def test_daily_pipeline_wires_the_cache_and_a_run_does_not(tmp_path):
                             str(tmp_path / "m.sqlite"), daily=daily)
         transform = next(c for c in p.components if c.id == "Transform")
         assert transform.executor_spec.executor_class is transform_cache.Executor
-        resolvers = [c for c in p.components if c.id == "latest_analyzer_cache_resolver"]
+        resolvers = [c for c in p.components if c.id == "earlier_analyzer_cache_resolver"]
         local_daily = daily is not None and daily.day is not None
         assert len(resolvers) == int(local_daily)
         assert ("analyzer_cache" in transform.inputs) == local_daily
