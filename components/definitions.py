@@ -11,7 +11,9 @@ import os
 from typing import List
 
 import numpy as np
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts  # (not tfx.v1: it imports the Google Cloud extensions, ~8 s)
 
 from components.mask_search import MASKS_FILE, search_masks
 from components.masked_trainer import train_and_export
@@ -23,12 +25,12 @@ from models.masks import TaskMasks as Masks
 from models.metrics import primary_metric
 
 
-@tfx.dsl.components.component
+@component
 def MaskSearch(
-    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
-    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
-    masks: tfx.dsl.components.OutputArtifact[TaskMasks],
-    config_json: tfx.dsl.components.Parameter[str],
+    transformed_examples: InputArtifact[List[standard_artifacts.Examples]],
+    transform_graph: InputArtifact[standard_artifacts.TransformGraph],
+    masks: OutputArtifact[TaskMasks],
+    config_json: Parameter[str],
 ):
     config = ProjectConfig.model_validate_json(config_json)
     analytics = search_masks(config, [e.uri for e in transformed_examples], transform_graph.uri, masks.uri)
@@ -44,17 +46,17 @@ def MaskSearch(
     masks.set_string_custom_property("layer_shapes", json.dumps([list(s) for s in found.shapes]))
 
 
-@tfx.dsl.components.component
+@component
 def MaskedTrainer(
-    transformed_examples: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
-    transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
-    model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
-    model_run: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelRun],
-    config_json: tfx.dsl.components.Parameter[str],
-    masks: tfx.dsl.components.InputArtifact[TaskMasks] = None,
-    base_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
-    epochs: tfx.dsl.components.Parameter[int] = 0,
-    masks_decision: tfx.dsl.components.Parameter[str] = "",
+    transformed_examples: InputArtifact[List[standard_artifacts.Examples]],
+    transform_graph: InputArtifact[standard_artifacts.TransformGraph],
+    model: OutputArtifact[standard_artifacts.Model],
+    model_run: OutputArtifact[standard_artifacts.ModelRun],
+    config_json: Parameter[str],
+    masks: InputArtifact[TaskMasks] = None,
+    base_model: InputArtifact[standard_artifacts.Model] = None,
+    epochs: Parameter[int] = 0,
+    masks_decision: Parameter[str] = "",
 ):
     """``epochs`` > 0 overrides the configured epochs (daily increments); ``masks_decision`` (why the
     masks were searched or reused, from ``ncs daily``) is stored on the model artifact."""
@@ -84,14 +86,14 @@ def MaskedTrainer(
             model.set_float_custom_property(f"valid_{t.name}_{k}", v)
 
 
-@tfx.dsl.components.component
+@component
 def ServingSmokeCheck(
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
-    tasks_json: tfx.dsl.components.Parameter[str],
-    rows: tfx.dsl.components.Parameter[int] = 64,
-    split: tfx.dsl.components.Parameter[str] = "eval",
+    model: InputArtifact[standard_artifacts.Model],
+    examples: InputArtifact[standard_artifacts.Examples],
+    blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+    tasks_json: Parameter[str],
+    rows: Parameter[int] = 64,
+    split: Parameter[str] = "eval",
 ):
     from absl import logging
 

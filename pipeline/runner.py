@@ -43,7 +43,7 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
 
     ``daily``: a :class:`pipeline.pipeline.DailyRun` (``ncs daily``), else the from-scratch run.
     """
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline.pipeline import create_pipeline
 
@@ -61,7 +61,7 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
         enable_cache=enable_cache,
         daily=daily,
     )
-    tfx.orchestration.LocalDagRunner().run(p)
+    LocalDagRunner().run(p)
 
 
 def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root: str, pipeline_root: str,
@@ -71,7 +71,7 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
 
     ``daily``: a :class:`pipeline.pipeline.DailyRun` with ``day=None`` (newest span) for a schedule.
     """
-    from tfx import v1 as tfx
+    from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KubeflowV2DagRunner, KubeflowV2DagRunnerConfig
 
     from pipeline.pipeline import create_pipeline
 
@@ -87,8 +87,8 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
     )
     out = Path(out_file).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+    runner = KubeflowV2DagRunner(
+        config=KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=str(out.parent),
         output_filename=out.name,
     )

@@ -5,6 +5,7 @@ Nothing here runs the TFX pipeline: `ncs run` is driven up to its pre-flight, wi
 """
 
 import csv
+import json
 import warnings
 
 import numpy as np
@@ -224,6 +225,10 @@ def test_ncs_run_prints_the_warnings_naming_the_day(logs, tmp_path, monkeypatch)
     r = CliRunner().invoke(main, args)
     assert "warning: day 20260104: " in r.output and "warning: day 20260103: " in r.output
     assert "pre-flight: 60 CSV rows" in r.output and "stub: the pipeline is not run" in r.output
+    # a component that fails: exit 1, its error, and what happened to the served versions
+    assert r.exit_code == 1 and "pipeline stopped: stub: the pipeline is not run" in r.output, r.output
+    assert "nothing was pushed by this run" in r.output
+    assert "RuntimeError: stub" in json.loads((tmp_path / "home" / "last_run.json").read_text())["error"]
     for f in logs.glob("*/*.csv"):
         f.write_text(f.read_text().split("\n", 1)[0] + "\n")
     r = CliRunner().invoke(main, args)

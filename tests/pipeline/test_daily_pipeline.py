@@ -90,7 +90,7 @@ def _trainer_run(home: Path, model_uri: str) -> dict:
     }
 
 
-@pytest.mark.e2e(seconds=450)
+@pytest.mark.e2e(seconds=400)
 def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
     r = CliRunner().invoke(main, ["generate", "--out", str(data), "--days", "4", "--rows-per-day", str(ROWS_PER_DAY),
@@ -142,8 +142,12 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
 
     # the corrupted day is rejected at validation; the served versions do not change
     r = _daily(cfg, data, serving, home, "20260103")
-    assert r.exit_code == 1 and "REJECTED" in r.output and "duration" in r.output, r.output
+    assert r.exit_code == 1 and "REJECTED" in r.output, r.output
+    # the anomalies name both broken columns and the report file
+    assert "ExampleValidator found anomalies" in r.output and "SchemaDiff.pb" in r.output, r.output
+    assert "duration" in r.output and "click" in r.output, r.output
     assert _versions(serving) == pushed
+    assert len(_store(home).get_artifacts_by_type("Model")) == 2  # nothing trained on the rejected day
     assert _ledger(home)["20260103"]["status"] == "rejected"
 
     # day 4: killed during training, nothing is pushed; the re-run completes

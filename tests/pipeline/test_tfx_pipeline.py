@@ -1,4 +1,5 @@
-"""End-to-end: the TFX pipeline through `ncs run` (LocalDagRunner), a bad day, the Kubeflow V2 compile."""
+"""End-to-end: the TFX pipeline through `ncs run` (LocalDagRunner), a model that is not blessed, the Kubeflow V2
+compile."""
 
 import glob
 import json
@@ -54,8 +55,8 @@ def _run(tmp_path, home, data, serving, cfg):
     )
 
 
-@pytest.mark.e2e(seconds=330)
-def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
+@pytest.mark.e2e(seconds=200)
+def test_pipeline_end_to_end_then_not_blessed(tmp_path, monkeypatch):
     runner = CliRunner()
     data, home, serving = tmp_path / "logs", tmp_path / "home", tmp_path / "serving"
     r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500"])
@@ -193,25 +194,8 @@ def test_pipeline_end_to_end_then_bad_day(tmp_path, monkeypatch):
     blessings = store.get_artifacts_by_type("ModelBlessing")
     assert sorted(b.custom_properties["blessed"].int_value for b in blessings) == [0, 1]
     assert sorted(p for p in serving.iterdir()) == versions  # nothing new, nothing hidden left behind
-
-    # a corrupted day: stops at the validator, nothing downstream runs, the served version stays
-    bad = pd.read_csv(next(day.glob("*.csv")))
-    bad["duration"] = bad["duration"].astype(str)
-    bad.loc[::7, "duration"] = "n/a"
-    bad.loc[::11, "click"] = 2
-    (data / "20260104").mkdir()
-    bad.to_csv(data / "20260104" / "part-00000.csv", index=False)
-    r = CliRunner().invoke(
-        main,
-        ["run", "--config", str(cfg), "--data", str(data), "--serving-dir", str(serving), "--beam-arg=--direct_num_workers=1"],
-        env={"NCS_HOME": str(home)},
-    )
-    assert r.exit_code != 0
-    assert "ExampleValidator found anomalies" in r.output and "SchemaDiff.pb" in r.output
-    assert "duration" in r.output and "click" in r.output
-    assert sorted(p for p in serving.iterdir() if p.is_dir()) == versions
-    store = _store(home)
-    assert len(store.get_artifacts_by_type("Model")) == 1  # no second training
+    # (a corrupted day stopped by ExampleValidator + ValidationGate: the daily end-to-end test; how `ncs run` reports a
+    # failed component: tests/pipeline/test_bad_input.py)
 
 
 def test_kubeflow_v2_compile_names_custom_components(tmp_path):
