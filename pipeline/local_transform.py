@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from components.transform import preprocessing_fn, transform_config_json
+from components.transform import FORCE_TF_COMPAT_V1, preprocessing_fn, transform_config_json
 from models.config import ProjectConfig
 from models.data import ROW_ID
 
@@ -48,6 +48,7 @@ def cache_key(config: ProjectConfig, frames: dict[str, pd.DataFrame]) -> str:
     """Hash of the Transform config and of every split's rows (values, columns, dtypes)."""
     h = hashlib.sha256()
     h.update(FORMAT_VERSION.encode())
+    h.update(f"tf_compat_v1={FORCE_TF_COMPAT_V1}".encode())  # the transform graph's format
     h.update(transform_config_json(config).encode())
     for name in SPLITS:
         f = frames[name][transform_columns(config, frames[name])]
@@ -164,7 +165,7 @@ def _transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out: Path
         )
 
     options = PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])
-    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=False):
+    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=str(out / "tmp"), force_tf_compat_v1=FORCE_TF_COMPAT_V1):
         train_io = source("train")
         raw_train = p | "ReadTrain" >> train_io.BeamSource()
         (transformed, _), transform_fn = (raw_train, train_io.TensorAdapterConfig()) | tft_beam.AnalyzeAndTransformDataset(

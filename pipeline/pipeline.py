@@ -53,7 +53,7 @@ from tfx.types.channel import Channel
 from components.atomic_pusher import atomic_pusher
 from components.resolvers import EarlierAnalyzerCache, ValidatedSpanWindow
 from components.definitions import MaskSearch, MaskedTrainer, ServingSmokeCheck
-from components.transform import DURATION_BUCKET, LABEL, SLICE, SPACE, transform_config_json
+from components.transform import DURATION_BUCKET, FORCE_TF_COMPAT_V1, LABEL, SLICE, SPACE, transform_config_json
 from components.transform_cache import use_cache_executor
 from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
@@ -303,6 +303,7 @@ def create_pipeline(
         # TFDV statistics of the raw and the transformed splits: nothing downstream reads them (StatisticsGen and
         # ExampleValidator check the raw data) and each is one more pass over the data inside Transform
         disable_statistics=True,
+        force_tf_compat_v1=FORCE_TF_COMPAT_V1,
     ))
     transform.add_upstream_node(gate)
     components.append(transform)
