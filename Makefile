@@ -37,10 +37,11 @@ $(STAMP): requirements.txt pyproject.toml
 ifeq ($(INSTALLER),uv)
 	$(PY) -m pip install --disable-pip-version-check -q $(UV_PIN)
 	$(VENV)/bin/uv pip install --python $(PY) -q --compile-bytecode -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps --no-build-isolation -e .
 else
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
-endif
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+endif
 	@touch $(STAMP)
 
 $(DATA)/.complete: | $(STAMP)
