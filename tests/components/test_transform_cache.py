@@ -29,6 +29,9 @@ def test_key_depends_on_config_schema_and_function():
     assert base != cache_key(_props('{"a": 2}'), b"feature { name: 'x' }")  # another config
     assert base != cache_key(_props('{"a": 1}'), b"feature { name: 'y' }")  # another schema
     assert base != cache_key(_props('{"a": 1}', fn="other.fn"), b"feature { name: 'x' }")
+    # a cache written by Transform in the other TF mode (TF2 vs tf.compat.v1 graphs)
+    assert base != cache_key({**_props('{"a": 1}'), "force_tf_compat_v1": 1 - _props("{}")["force_tf_compat_v1"]},
+                             b"feature { name: 'x' }")
 
 
 def test_only_caches_stamped_with_this_key_are_trusted(tmp_path, caplog):
