@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import standard_artifacts  # (not tfx.v1: it imports the Google Cloud extensions, ~8 s)
+from tfx.types import standard_artifacts  # not tfx.v1: see pipeline/pipeline.py
 
 from components.mask_search import MASKS_FILE, search_masks
 from components.masked_trainer import train_and_export

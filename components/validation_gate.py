@@ -14,7 +14,7 @@ import os
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import standard_artifacts  # (not tfx.v1: it imports the Google Cloud extensions, ~8 s)
+from tfx.types import standard_artifacts  # not tfx.v1: see pipeline/pipeline.py
 
 from components.types import ValidatedSpan
 
