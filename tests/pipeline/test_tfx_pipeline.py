@@ -55,6 +55,20 @@ def _run(tmp_path, home, data, serving, cfg):
     )
 
 
+def test_local_beam_args_name_the_workers_dependencies_on_the_direct_runner_only(tmp_path):
+    from pipeline.runner import LOCAL_REQUIREMENTS, local_beam_args
+
+    args = local_beam_args(["--direct_running_mode=multi_processing", "--direct_num_workers=2"], tmp_path)
+    assert args == ["--direct_running_mode=multi_processing", "--direct_num_workers=2",
+                    f"--requirements_file={tmp_path / 'beam_local_requirements.txt'}"]
+    assert (tmp_path / "beam_local_requirements.txt").read_text() == LOCAL_REQUIREMENTS
+    assert local_beam_args(["--runner=DirectRunner"], tmp_path)[-1].startswith("--requirements_file=")
+    # other runners need TFX shipped (TFX's own sdist); given dependency flags are kept as they are
+    for given in (["--runner", "FlinkRunner"], ["--runner=DataflowRunner", "--project=p"],
+                  ["--setup_file=/src/setup.py"], ["--sdk_container_image=img:1"], ["--extra_package=/x.tar.gz"]):
+        assert local_beam_args(given, tmp_path) == given
+
+
 @pytest.mark.e2e(seconds=200)
 def test_pipeline_end_to_end_then_not_blessed(tmp_path, monkeypatch):
     runner = CliRunner()
@@ -62,10 +76,15 @@ def test_pipeline_end_to_end_then_not_blessed(tmp_path, monkeypatch):
     r = runner.invoke(main, ["generate", "--out", str(data), "--days", "3", "--rows-per-day", "1500"])
     assert r.exit_code == 0, r.output
     cfg = _config(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp))
 
     # (a run killed mid-way and started again: the daily end-to-end test)
     r = _run(tmp_path, home, data, serving, cfg)
     assert r.exit_code == 0, r.output
+    # the local run named its workers' (empty) requirements: no Beam component packed TFX into the temp folder
+    assert not list(tmp.glob("**/tfx_ephemeral*")), sorted(tmp.glob("**/tfx_ephemeral*"))[:3]
     assert "== run summary ==" in r.output and "pushed: " in r.output
     # the quiet console: a line with the wall time per component, the progress of the long steps, the summary
     out_lines = r.output.splitlines()
