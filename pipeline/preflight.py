@@ -1,12 +1,12 @@
 """Pre-flight check of local CSV logs before the pipeline starts.
 
-Beam's CSV decoder (inside CsvExampleGen) fails on a ragged row with the row's values but
-without the file or line; files with different headers fail with no file named either. This
+The pipeline's CSV ExampleGen (``components.csv_example_gen``) fails on a ragged row naming the file
+but not the line, and only once the Beam job runs. This
 check reads the files ``pipeline.input_pattern`` selects (only for a local CSV data root) and
 stops with an error naming the file, the line and the problem — before any component runs:
 a ragged row, a header lacking a required column, text that is not UTF-8, a record the csv
 module cannot parse (e.g. a field over its size limit), a UTF-8 byte-order mark (the CSV
-reading of ``ncs compare`` skips it, but CsvExampleGen reads it as part of the first column's
+reading of ``ncs compare`` skips it, but ExampleGen reads it as part of the first column's
 name, so the run would lack that column).
 Folders the pattern selects that hold no files, and files with a header but no rows, are
 reported as warnings naming the day; no data rows at all is an error.
@@ -103,7 +103,7 @@ def check_csv_logs(data_root: str, config: ProjectConfig, max_errors: int = 10,
             if _has_bom(path):
                 first_name = header[0] if header else ""
                 errors.append(
-                    f"{path}:1: starts with a UTF-8 byte-order mark, which CsvExampleGen reads as part of the first "
+                    f"{path}:1: starts with a UTF-8 byte-order mark, which the pipeline's ExampleGen reads as part of the first "
                     f"column's name (the run would lack {first_name!r}); save the file without it, "
                     f"e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' {path}"
                 )

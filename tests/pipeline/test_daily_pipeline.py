@@ -174,9 +174,9 @@ def test_daily_catch_up_refresh_from_theta_reject_kill_and_warm_start(tmp_path):
 
     store = _store(home)
     types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
-    last = max(e.id for e in store.get_executions() if types[e.type_id] == "CsvExampleGen")
+    last = max(e.id for e in store.get_executions() if types[e.type_id] == "FileBasedExampleGen")  # the CSV executor
     cached = {types[e.type_id] for e in store.get_executions() if e.id >= last and e.last_known_state == Execution.CACHED}
-    assert {"CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate", "Transform"} <= cached, cached
+    assert {"FileBasedExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate", "Transform"} <= cached, cached
     assert "MaskedTrainer" not in cached  # the killed step runs again
     # day 4's Transform (of the killed run, re-used by the re-run) read day 2's cache: the newest of an earlier day
     runs = _transform_runs(home)
