@@ -278,7 +278,7 @@ def run_day(opts: DailyOptions, ledger: DailyLedger, day: str) -> DayRecord:
     metrics = {}
     for t in config.tasks:
         row = summary.get("metrics", {}).get(t.name, {})
-        for k in (primary_metric(t.type), "weighted_example_count"):
+        for k in (primary_metric(t.type), "example_count"):  # rows in the task's sample space
             for side in ("candidate", "baseline"):
                 if side in row.get(k, {}):
                     metrics[f"{t.name}/{k}" + ("" if side == "candidate" else "/baseline")] = row[k][side]

@@ -138,8 +138,12 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 tfma.MetricConfig(class_name="MeanLabel"),
                 tfma.MetricConfig(class_name="MeanPrediction"),
             ]
-        metrics += [tfma.MetricConfig(class_name="ExampleCount"), tfma.MetricConfig(class_name="WeightedExampleCount")]
+        # ExampleCount is weighted by the sample space (TFMA's WeightedExampleCount would be the same number again,
+        # one more combiner per example and slice)
+        metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
+        if task.where_clause is None:
+            continue  # every row is in the sample space: the weighted count is the row count
         # the plain row count beside the sample-space (weighted) count: CVR's is all rows vs clicked rows
         specs.append(
             tfma.MetricsSpec(

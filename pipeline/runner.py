@@ -248,7 +248,7 @@ def format_summary(summary: dict, config: ProjectConfig) -> str:
         row = metrics.get(t.name, {})
         prim = row.get(key, {})
         cand, base = prim.get("candidate"), prim.get("baseline")
-        w = row.get("weighted_example_count", {}).get("candidate")
+        w = row.get("example_count", {}).get("candidate")  # weighted by the task's sample space
         s = f"  {t.name}: {key.upper()} {cand:.5f}" if cand is not None else f"  {t.name}: {key.upper()} –"
         s += f" (baseline {base:.5f})" if base is not None else " (no blessed baseline yet)"
         if w is not None:

@@ -117,7 +117,7 @@ def test_pipeline_end_to_end_then_not_blessed(tmp_path, monkeypatch):
     assert np.isfinite(m["cvr"]["mse"]["candidate"])
     n_all, n_clicked = m["cvr"]["example_count_unweighted"]["candidate"], m["cvr"]["example_count"]["candidate"]
     assert 0 < n_clicked < 0.5 * n_all
-    assert m["ctr"]["example_count"]["candidate"] == n_all
+    assert m["ctr"]["example_count"]["candidate"] == n_all and "example_count_unweighted" not in m["ctr"]
     assert summary["validation_ok"] is True and summary["smoke_check"]["blessed"] == 1
 
     # pushed in the TF Serving layout, and the pushed model answers serialized examples
@@ -398,3 +398,17 @@ def test_calibration_plot_is_computed_only_when_asked():
     assert plots(d) == ["CalibrationPlot"]  # the binary task only
     d["pipeline"]["calibration_plot"] = False
     assert plots(d) == []
+
+
+def test_each_row_count_is_computed_once():
+    from models.config import parse_config
+    from pipeline.pipeline import eval_config
+
+    counts = {}
+    for s in eval_config(parse_config(tiny_config_dict())).metrics_specs:
+        weighted = not (s.HasField("example_weights") and s.example_weights.unweighted)
+        for m in s.metrics:
+            if "ExampleCount" in m.class_name:
+                counts.setdefault(s.output_names[0], []).append((m.class_name, weighted))
+    # the sample-space count per task; the plain row count only beside a filtered sample space (CVR: clicked rows)
+    assert counts == {"ctr": [("ExampleCount", True)], "cvr": [("ExampleCount", True), ("ExampleCount", False)]}
