@@ -11,6 +11,11 @@ Not a test; run by hand (``make bench-daily``), numbers go to docs/benchmarks.md
    from day 1's blessed model (``daily.epochs``) vs from scratch (the mask search's θ, the
    configured joint epochs) — training time and the validation metrics of both.
 
+Model compute = the trainer's training time (``train_seconds`` of the increment's Model) plus, on a refresh day,
+the mask search's warm-up and search (``warmup_seconds`` + ``search_seconds`` of its TaskMasks); the table
+gives its share of the increment's wall time. ``--refresh-masks`` measures a refresh day instead of the
+day ``ncs daily`` decides (a reuse day, unless the day drifted).
+
 Writes ``OUT/daily_increment.json`` and prints a Markdown table.
 """
 
@@ -134,13 +139,45 @@ def compare_warm_vs_scratch(home: Path, config_path: str, out_dir: Path) -> dict
     return out
 
 
+def model_compute(home: Path, config_path: str, masks_before: int) -> dict:
+    """Seconds of model compute in the newest run: its Model's training, and its mask search if it ran one."""
+    from pipeline.cli import _load
+    from pipeline.runner import metadata_store
+
+    cfg = _load(config_path)
+    store = metadata_store(home / "metadata" / f"{cfg.pipeline.name}.sqlite")
+    model = max(store.get_artifacts_by_type("Model"), key=lambda a: a.id)
+    out = {"train_seconds": model.custom_properties["train_seconds"].double_value, "search_seconds": 0.0}
+    masks = sorted(store.get_artifacts_by_type("components.TaskMasks"), key=lambda a: a.id)
+    if len(masks) > masks_before:  # a refresh day: the search ran in this run
+        m = masks[-1].custom_properties
+        out["search_seconds"] = m["warmup_seconds"].double_value + m["search_seconds"].double_value
+    out["seconds"] = out["train_seconds"] + out["search_seconds"]
+    return out
+
+
+def _masks_count(home: Path, config_path: str) -> int:
+    from pipeline.cli import _load
+    from pipeline.runner import metadata_store
+
+    store = metadata_store(home / "metadata" / f"{_load(config_path).pipeline.name}.sqlite")
+    return len(store.get_artifacts_by_type("components.TaskMasks"))
+
+
 @click.command()
 @click.option("--rows", default=1_000_000, show_default=True, help="Impressions of the measured day.")
 @click.option("--setup-rows", default=200_000, show_default=True, help="Impressions of the first (setup) day.")
 @click.option("--config", "config_path", default=str(REPO / "configs" / "video.yaml"), show_default=True)
 @click.option("--out", "out_dir", default=str(REPO / ".ncs" / "bench_daily"), show_default=True, type=click.Path(file_okay=False))
 @click.option("--compare-only", is_flag=True, help="Only the warm-vs-scratch step on an existing OUT.")
-def main(rows, setup_rows, config_path, out_dir, compare_only):
+@click.option("--refresh-masks", is_flag=True,
+              help="Measure a refresh day (the mask search runs again on the day); give it its own --out.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Config override for both ncs daily runs (repeatable), e.g. --set daily.refresh.max_vocab_growth=1 "
+                   "to measure a reuse day after the smaller setup day.")
+@click.option("--trainer-compare/--no-trainer-compare", default=True, show_default=True,
+              help="Step 3: the trainer warm vs from scratch on the measured day.")
+def main(rows, setup_rows, config_path, out_dir, compare_only, refresh_masks, overrides, trainer_compare):
     out = Path(out_dir).resolve()
     data, home, serving = out / "logs", out / "home", out / "serving"
     env = {**os.environ, "NCS_HOME": str(home), "TF_USE_LEGACY_KERAS": "1", "PYTHONWARNINGS": "ignore"}
@@ -159,17 +196,23 @@ def main(rows, setup_rows, config_path, out_dir, compare_only):
             (data / ".complete").touch()
         days = sorted(p.name for p in data.iterdir() if p.is_dir())
         common = ["--config", config_path, "--data", str(data), "--serving-dir", str(serving), "--set", "daily.window_days=1"]
+        for o in overrides:
+            common += ["--set", o]
         print(f"setup: ncs daily --date {days[0]} (mask search + first model) ...", flush=True)
         result["setup"] = run_measured(ncs + ["daily", "--date", days[0], *common], env, out / "setup.log")
         print(f"  {result['setup']['seconds']:.0f}s, exit {result['setup']['exit_code']}", flush=True)
         print(f"measured: ncs daily --date {days[1]} ({rows} impressions) ...", flush=True)
-        result["increment"] = run_measured(ncs + ["daily", "--date", days[1], *common], env, out / "increment.log")
+        masks_before = _masks_count(home, config_path)
+        refresh = ["--refresh-masks"] if refresh_masks else []
+        result["increment"] = run_measured(ncs + ["daily", "--date", days[1], *common, *refresh], env, out / "increment.log")
+        result["increment"]["model_compute"] = model_compute(home, config_path, masks_before)
         print(f"  {result['increment']['seconds']:.0f}s, exit {result['increment']['exit_code']}", flush=True)
         result_path.write_text(json.dumps(result, indent=1))
     os.environ["NCS_HOME"] = str(home)
     cfg_path = config_path
-    result["warm_vs_scratch"] = compare_warm_vs_scratch(home, cfg_path, out / "trainer_compare")
-    result["rows"], result["setup_rows"] = rows, setup_rows
+    if trainer_compare:
+        result["warm_vs_scratch"] = compare_warm_vs_scratch(home, cfg_path, out / "trainer_compare")
+    result["rows"], result["setup_rows"], result["overrides"] = rows, setup_rows, list(overrides)
     result_path.write_text(json.dumps(result, indent=1, default=str))
     print(markdown(result))
 
@@ -182,6 +225,13 @@ def markdown(r: dict) -> str:
             continue  # resolvers, cached and instant steps
         lines.append(f"| {name} | {c['seconds']:.0f} | {c['peak_mib']:.0f} |")
     lines.append(f"| **whole `ncs daily`** | **{inc['seconds']:.0f}** | **{inc['peak_mib']:.0f}** |")
+    mc = inc.get("model_compute")
+    if mc:
+        lines += ["", f"model compute: {mc['seconds']:.0f} s of {inc['seconds']:.0f} s wall "
+                      f"({100 * mc['seconds'] / inc['seconds']:.0f}%; training {mc['train_seconds']:.0f} s, "
+                      f"mask search {mc['search_seconds']:.0f} s)"]
+    if "warm_vs_scratch" not in r:
+        return "\n".join(lines)
     wv = r["warm_vs_scratch"]
     lines += ["", "| trainer on the same day | epochs | train s | CTR AUC (valid) | CVR MSE (valid, clicked) |", "|---|---|---|---|---|"]
     for name in ("warm start", "from scratch"):
