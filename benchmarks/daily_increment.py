@@ -199,12 +199,14 @@ def main(rows, setup_rows, config_path, out_dir, compare_only, refresh_masks, ov
         for o in overrides:
             common += ["--set", o]
         print(f"setup: ncs daily --date {days[0]} (mask search + first model) ...", flush=True)
-        result["setup"] = run_measured(ncs + ["daily", "--date", days[0], *common], env, out / "setup.log")
+        # -v: the per-component "is running" / "is finished" lines on stdout (the quiet console prints a line per
+        # component only when it ends, too late to book its memory)
+        result["setup"] = run_measured(ncs + ["daily", "-v", "--date", days[0], *common], env, out / "setup.log")
         print(f"  {result['setup']['seconds']:.0f}s, exit {result['setup']['exit_code']}", flush=True)
         print(f"measured: ncs daily --date {days[1]} ({rows} impressions) ...", flush=True)
         masks_before = _masks_count(home, config_path)
         refresh = ["--refresh-masks"] if refresh_masks else []
-        result["increment"] = run_measured(ncs + ["daily", "--date", days[1], *common, *refresh], env, out / "increment.log")
+        result["increment"] = run_measured(ncs + ["daily", "-v", "--date", days[1], *common, *refresh], env, out / "increment.log")
         result["increment"]["model_compute"] = model_compute(home, config_path, masks_before)
         print(f"  {result['increment']['seconds']:.0f}s, exit {result['increment']['exit_code']}", flush=True)
         result_path.write_text(json.dumps(result, indent=1))

@@ -69,13 +69,14 @@ def main(home, config_path, baseline, beam_args):
         os.makedirs(evaluation.uri)
         os.makedirs(blessing.uri)
         args = local_beam_args(list(beam_args) or cfg.pipeline.beam_args, out)
+        shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
         props = {"eval_config": proto_utils.proto_to_json(eval_config(cfg)), "example_splits": json.dumps(["eval"])}
         executor = evaluator.Executor(BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(out / "tmp"),
                                                                unique_id="1"))
         t0 = time.perf_counter()
         executor.Do(inputs, {"evaluation": [evaluation], "blessing": [blessing]}, props)
         print(f"Evaluator on {examples.uri}/Split-eval, model {model.uri}, baseline {baseline}, "
-              f"beam args {args[:-1]}: {time.perf_counter() - t0:.1f} s")
+              f"beam args {shown}: {time.perf_counter() - t0:.1f} s")
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

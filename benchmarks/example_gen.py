@@ -82,16 +82,17 @@ def main(data, pattern, beam_args):
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_example_gen_"))
     args = local_beam_args(list(beam_args) or PipelineConfig().beam_args, tmp)
+    shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
     splits = {"train": 8, "valid": 1, "eval": 1}
     try:
         seconds, digests = {}, {}
         for name, cls in (("stock CsvExampleGen", stock.Executor), ("ours", csv_example_gen.Executor)):
             out = tmp / name.replace(" ", "_")
-            seconds[name] = run_executor(cls, str(Path(data).resolve()), pattern, out, splits, args)
+            seconds[name] = run_executor(cls, str(Path(data).resolve()), pattern, out, splits, list(args))
             digests[name] = split_digests(out, splits)
             print(f"{name}: {seconds[name]:.1f} s  {digests[name]}", flush=True)
         same = digests["stock CsvExampleGen"] == digests["ours"]
-        print(f"beam args {args[:-1]}: stock / ours = {seconds['stock CsvExampleGen'] / seconds['ours']:.2f}x; "
+        print(f"beam args {shown}: stock / ours = {seconds['stock CsvExampleGen'] / seconds['ours']:.2f}x; "
               f"same examples in the same splits: {same}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
