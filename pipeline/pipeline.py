@@ -62,6 +62,7 @@ from components.transform_cache import use_cache_executor
 from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
+from models.keras_metrics import LogLoss
 
 # Defaults when pipeline.thresholds does not name a task: a sanity bound only
 # (AUC must beat chance; MSE must beat predicting 0.5 for a [0,1] label), and the
@@ -112,10 +113,11 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
             )
             metrics = [
                 primary,
-                # the Keras metric, which TFMA evaluates a batch at a time in a TF graph: its own per-example
-                # BinaryCrossEntropy gave the same values and took the Evaluator from 181 to 201 s (20k eval rows,
-                # candidate + baseline, benchmarks/evaluator.py --baseline --beam-arg=--direct_num_workers=1)
-                tfma.MetricConfig(class_name="BinaryCrossentropy", config='{"name": "logloss"}'),
+                # a Keras metric, which TFMA evaluates a batch at a time: its own per-example BinaryCrossEntropy
+                # gave the same values and took the Evaluator from 181 to 201 s (20k eval rows, candidate +
+                # baseline, benchmarks/evaluator.py --baseline --beam-arg=--direct_num_workers=1); Keras'
+                # BinaryCrossentropy without the AutoGraph conversion of its update (models/keras_metrics.py)
+                tfma.MetricConfig(class_name=LogLoss.__name__, module=LogLoss.__module__, config='{"name": "logloss"}'),
                 tfma.MetricConfig(class_name="Calibration"),
                 tfma.MetricConfig(class_name="MeanLabel"),
                 tfma.MetricConfig(class_name="MeanPrediction"),

@@ -115,6 +115,7 @@ def test_pipeline_end_to_end_then_not_blessed(tmp_path, monkeypatch):
     m = summary["metrics"]
     assert 0 < m["ctr"]["auc"]["candidate"] < 1
     assert np.isfinite(m["cvr"]["mse"]["candidate"])
+    assert 0 < m["ctr"]["logloss"]["candidate"] < 5  # models/keras_metrics.LogLoss, loaded by TFMA by module
     n_all, n_clicked = m["cvr"]["example_count_unweighted"]["candidate"], m["cvr"]["example_count"]["candidate"]
     assert 0 < n_clicked < 0.5 * n_all
     assert m["ctr"]["example_count"]["candidate"] == n_all and "example_count_unweighted" not in m["ctr"]
