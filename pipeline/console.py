@@ -100,6 +100,7 @@ def console(verbose: bool, log_dir: Path, command: str, echo: Callable[[str], No
             absl_logger.removeFilter(noise)
         return
 
+    sys.unraisablehook = _drop_tf_shutdown_noise(sys.unraisablehook)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     echo(f"logs: {log_path} (-v prints them here)")
@@ -133,6 +134,27 @@ def console(verbose: bool, log_dir: Path, command: str, echo: Callable[[str], No
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def _drop_tf_shutdown_noise(hook):
+    """``sys.unraisablehook`` without TensorFlow's ``AtomicFunction.__del__`` errors at interpreter exit.
+
+    When the process exits, TensorFlow's function objects are finalized after the modules they use were
+    torn down, and each prints ``Exception ignored in ... AtomicFunction.__del__`` with a traceback: after
+    a successful run, on the terminal. It is set for the rest of the process (the exit comes after the
+    ``console`` block); every other unraisable exception still goes to ``hook``.
+    """
+    if getattr(hook, "drops_tf_shutdown_noise", False):
+        return hook
+
+    def quiet(unraisable):
+        name = getattr(getattr(unraisable, "object", None), "__qualname__", "")
+        if name == "AtomicFunction.__del__" or name.endswith(".AtomicFunction.__del__"):
+            return
+        hook(unraisable)
+
+    quiet.drops_tf_shutdown_noise = True
+    return quiet
 
 
 class _DropNoise(logging.Filter):

@@ -216,12 +216,14 @@ def feature_drift(new_stats, ref_stats, schema, features: list[str], threshold: 
         else:
             f.drift_comparator.jensen_shannon_divergence.threshold = threshold
     anomalies = tfdv.validate_statistics(new_stats, schema, previous_statistics=ref_stats)
+    # the measured distances, from TFDV's structured drift info (the anomaly descriptions print small values in
+    # scientific notation, e.g. 8.977e-05, so reading numbers off the text is wrong)
     out = {}
-    for name, info in anomalies.anomaly_info.items():
-        for reason in info.reason:
-            m = re.search(r"(?:distance|divergence)[^0-9]*([0-9.]+)", reason.description, re.IGNORECASE)
-            if m and name in features:
-                out[name] = max(out.get(name, 0.0), float(m.group(1).rstrip(".")))
+    for info in anomalies.drift_skew_info:
+        name = ".".join(info.path.step)
+        for m in info.drift_measurements:
+            if name in features:
+                out[name] = max(out.get(name, 0.0), float(m.value))
     for name in features:
         out.setdefault(name, 0.0)
     return out

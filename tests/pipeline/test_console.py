@@ -71,3 +71,21 @@ def test_quiet_console_sends_c_level_output_children_and_warnings_to_the_log(tmp
     log_text = open(log_path).read()
     assert "cuFFT factory noise" in log_text and "AtomicFunction" in log_text
     assert "Validation complete for split train." in log_text
+
+
+def test_tf_shutdown_noise_is_dropped_and_other_unraisable_errors_are_not():
+    import types
+
+    from pipeline.console import _drop_tf_shutdown_noise
+
+    class AtomicFunction:
+        def __del__(self):
+            pass
+
+    seen = []
+    hook = _drop_tf_shutdown_noise(seen.append)
+    assert _drop_tf_shutdown_noise(hook) is hook  # installed once per process, not nested per command
+    hook(types.SimpleNamespace(object=AtomicFunction.__del__, exc_value=TypeError("'NoneType' object")))
+    other = types.SimpleNamespace(object=print, exc_value=ValueError("x"))
+    hook(other)
+    assert seen == [other]

@@ -94,3 +94,21 @@ def test_tfdv_drift_of_a_shifted_categorical():
     d_same = feature_drift(tfdv.generate_statistics_from_dataframe(same), s_ref, schema, ["page"])
     d_moved = feature_drift(tfdv.generate_statistics_from_dataframe(moved), s_ref, schema, ["page"])
     assert d_same["page"] < 0.05 and d_moved["page"] == pytest.approx(0.4, abs=0.01)
+
+
+def test_tfdv_drift_of_a_numeric_is_a_distance_in_0_1_even_when_tiny():
+    """Jensen-Shannon divergence in [0, 1]: a barely moved numeric column gives a small value (TFDV prints such
+    values as e.g. 8.977e-05, which must not be read as 8.977), a moved one a large value."""
+    import numpy as np
+    import tensorflow_data_validation as tfdv
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"hour": rng.integers(0, 24, 20000).astype(float)})
+    same = pd.DataFrame({"hour": rng.integers(0, 24, 20000).astype(float)})
+    moved = pd.DataFrame({"hour": rng.integers(12, 24, 20000).astype(float)})
+    s_ref = tfdv.generate_statistics_from_dataframe(ref)
+    schema = tfdv.infer_schema(s_ref)
+    d_same = feature_drift(tfdv.generate_statistics_from_dataframe(same), s_ref, schema, ["hour"])["hour"]
+    d_moved = feature_drift(tfdv.generate_statistics_from_dataframe(moved), s_ref, schema, ["hour"])["hour"]
+    assert 0 <= d_same < 0.01, d_same
+    assert 0.1 < d_moved <= 1, d_moved
