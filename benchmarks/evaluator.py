@@ -38,7 +38,7 @@ def _newest(pattern: str) -> str:
 @click.option("--config", "config_path", default=str(REPO / "configs" / "video.yaml"), show_default=True)
 @click.option("--baseline", is_flag=True, help="Also score the same model as the baseline (a daily run's two models).")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help="Beam arg (repeatable); default: the config's pipeline.beam_args.")
+              help="Beam arg (repeatable); default: the config's pipeline.beam_args + stage_beam_args.Evaluator.")
 def main(home, config_path, baseline, beam_args):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.components.evaluator import executor as evaluator
@@ -68,7 +68,8 @@ def main(home, config_path, baseline, beam_args):
         evaluation.uri, blessing.uri = str(out / "evaluation"), str(out / "blessing")
         os.makedirs(evaluation.uri)
         os.makedirs(blessing.uri)
-        args = local_beam_args(list(beam_args) or cfg.pipeline.beam_args, out)
+        args = local_beam_args(
+            list(beam_args) or [*cfg.pipeline.beam_args, *cfg.pipeline.stage_beam_args.get("Evaluator", [])], out)
         shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
         props = {"eval_config": proto_utils.proto_to_json(eval_config(cfg)), "example_splits": json.dumps(["eval"])}
         executor = evaluator.Executor(BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(out / "tmp"),

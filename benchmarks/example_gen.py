@@ -71,7 +71,7 @@ def split_digests(out: Path, names) -> dict:
 @click.option("--data", default=str(REPO / ".ncs" / "data" / "video"), show_default=True, type=click.Path(exists=True))
 @click.option("--pattern", default="*/*.csv", show_default=True, help="Split pattern under --data.")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help="Beam arg for both executors (repeatable); default: the project's pipeline.beam_args.")
+              help="Beam arg for both executors (repeatable); default: the project's pipeline.beam_args + stage_beam_args.ExampleGen.")
 def main(data, pattern, beam_args):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.components.example_gen.csv_example_gen import executor as stock
@@ -81,7 +81,8 @@ def main(data, pattern, beam_args):
     from pipeline.runner import local_beam_args
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_example_gen_"))
-    args = local_beam_args(list(beam_args) or PipelineConfig().beam_args, tmp)
+    pc = PipelineConfig()
+    args = local_beam_args(list(beam_args) or [*pc.beam_args, *pc.stage_beam_args.get("ExampleGen", [])], tmp)
     shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
     splits = {"train": 8, "valid": 1, "eval": 1}
     try:

@@ -358,6 +358,10 @@ class TaskThreshold(_Strict):
     max_change: Optional[float] = Field(default=None, ge=0)
 
 
+# the pipeline's Beam-powered components, by the stage names `pipeline.stage_beam_args` takes
+BEAM_STAGES = ("ExampleGen", "StatisticsGen", "Transform", "Evaluator")
+
+
 class PipelineConfig(_Strict):
     """The TFX pipeline (``ncs run``): ingestion, validation, evaluation and push.
 
@@ -380,9 +384,22 @@ class PipelineConfig(_Strict):
     calibration_plot: bool = True
     # connection/neuron: export the compacted network (serving.compact) instead of the masked one
     compact: bool = False
-    beam_args: list[str] = Field(
-        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    # Beam args of every Beam stage; the default runs them in this process (one DirectRunner worker): faster for
+    # reading, statistics and Transform than worker processes, which pay start-up and cross-process transfer
+    beam_args: list[str] = Field(default_factory=lambda: ["--direct_num_workers=1"])
+    # more Beam args for one stage (ExampleGen, StatisticsGen, Transform, Evaluator), after beam_args (the later
+    # flag wins); by default the Evaluator, whose per-example model and metric work splits well, gets 2 processes
+    stage_beam_args: dict[str, list[str]] = Field(
+        default_factory=lambda: {"Evaluator": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]}
     )
+
+    @field_validator("stage_beam_args")
+    @classmethod
+    def _known_stages(cls, v):
+        unknown = sorted(set(v) - set(BEAM_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}: the Beam stages are {list(BEAM_STAGES)}")
+        return v
 
     @field_validator("splits")
     @classmethod

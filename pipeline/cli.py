@@ -226,7 +226,7 @@ def _schema_path(cfg, config_path, override=None):
 @click.option("--schema", "schema_override", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Curated schema (pbtxt) instead of pipeline.schema_file.")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--direct_num_workers=1.")
+              help="Beam pipeline arg (repeatable), e.g. --beam-arg=--direct_num_workers=1; given args replace pipeline.beam_args and pipeline.stage_beam_args.")
 @click.option("--no-cache", is_flag=True, help="Re-run every component instead of reusing cached outputs.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set model.variant=ple.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every TFX/Beam/TensorFlow log line here (default: one line per component, progress, errors; the rest goes to $NCS_HOME/logs/).")
@@ -297,7 +297,7 @@ def run(config_path, data_root, serving_dir, schema_override, beam_args, no_cach
 @click.option("--schema", "schema_override", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Curated schema (pbtxt) instead of pipeline.schema_file.")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
-              help="Beam pipeline arg replacing pipeline.beam_args (repeatable), e.g. --beam-arg=--runner=FlinkRunner.")
+              help="Beam pipeline arg (repeatable), e.g. --beam-arg=--runner=FlinkRunner; given args replace pipeline.beam_args and pipeline.stage_beam_args.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set daily.window_days=5.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every TFX/Beam/TensorFlow log line here (default: one line per component, progress, errors; the rest goes to $NCS_HOME/logs/).")
 def daily(config_path, data_root, day, serving_dir, refresh_masks, catch_up, schema_override, beam_args, overrides, verbose):
@@ -406,7 +406,7 @@ def history(config_path, plot_path, as_json, overrides):
 @click.option("--pipeline-root", default="gs://YOUR_BUCKET/ncs/pipeline_root", show_default=True)
 @click.option("--serving-dir", default="gs://YOUR_BUCKET/ncs/serving/ctr_cvr", show_default=True)
 @click.option("--schema", "schema_uri", default=None, help="Schema file URI as the cluster sees it (default: pipeline.schema_file baked into the image).")
-@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG", help="Beam arg (repeatable), e.g. --beam-arg=--runner=DataflowRunner.")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG", help="Beam arg (repeatable), e.g. --beam-arg=--runner=DataflowRunner; given args replace pipeline.beam_args and pipeline.stage_beam_args.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--daily", is_flag=True,
               help="Compile the daily increment: newest day's span, warm start from the latest blessed model, masks imported from --masks-uri.")

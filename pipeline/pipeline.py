@@ -233,6 +233,7 @@ def create_pipeline(
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = True,
     daily: DailyRun | None = None,
+    stage_beam_args: dict[str, list[str]] | None = None,
 ) -> Pipeline:
     """The whole production pipeline as a ``Pipeline``.
 
@@ -244,11 +245,20 @@ def create_pipeline(
       metadata_path: SQLite MLMD file (local runs); ``None`` lets the orchestrator decide (Kubeflow).
       schema_path: a curated schema folder/file for ImportSchemaGen; ``None`` infers one with SchemaGen.
       beam_pipeline_args: passed to every Beam-powered component (Flink/Spark/Dataflow args work unchanged).
+      stage_beam_args: more args per Beam stage (``models.config.BEAM_STAGES``), after ``beam_pipeline_args``;
+        ``None``: the config's ``pipeline.stage_beam_args``.
       daily: a daily incremental run (see :class:`DailyRun`); ``None`` trains from scratch on every span.
     """
     config_json = config.model_dump_json()
-    example_gen = _example_gen(config, data_root, daily)
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    per_stage = config.pipeline.stage_beam_args if stage_beam_args is None else stage_beam_args
+
+    def stage(component, name: str):
+        """``component`` with its stage's own Beam args (TFX puts them after the pipeline's)."""
+        args = per_stage.get(name)
+        return component.with_beam_pipeline_args(list(args)) if args else component
+
+    example_gen = stage(_example_gen(config, data_root, daily), "ExampleGen")
+    statistics_gen = stage(StatisticsGen(examples=example_gen.outputs["examples"]), "StatisticsGen")
     if schema_path:
         schema_gen = ImportSchemaGen(schema_file=schema_path)
     else:
@@ -300,7 +310,7 @@ def create_pipeline(
         ).with_id("earlier_analyzer_cache_resolver")
         components += [window, cache]
         examples_to_transform = window.outputs["examples"]
-    transform = use_cache_executor(Transform(
+    transform = stage(use_cache_executor(Transform(
         examples=examples_to_transform,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="components.transform.preprocessing_fn",
@@ -314,7 +324,7 @@ def create_pipeline(
         # ExampleValidator check the raw data) and each is one more pass over the data inside Transform
         disable_statistics=True,
         force_tf_compat_v1=FORCE_TF_COMPAT_V1,
-    ))
+    )), "Transform")
     transform.add_upstream_node(gate)
     components.append(transform)
 
@@ -353,13 +363,13 @@ def create_pipeline(
     trainer = MaskedTrainer(**trainer_inputs)
     components.append(trainer)
 
-    evaluator = Evaluator(
+    evaluator = stage(Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(config),
         example_splits=["eval"],
-    )
+    ), "Evaluator")
     smoke = ServingSmokeCheck(
         model=trainer.outputs["model"],
         examples=example_gen.outputs["examples"],

@@ -77,6 +77,8 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
     paths.pipeline_root.mkdir(parents=True, exist_ok=True)
     paths.metadata.parent.mkdir(parents=True, exist_ok=True)
     paths.serving_dir.mkdir(parents=True, exist_ok=True)
+    # Beam args given here (`--beam-arg`) are the whole set: they replace pipeline.beam_args and stage_beam_args
+    stage_args = None if beam_args is None else {}
     beam_args = local_beam_args(beam_args if beam_args is not None else config.pipeline.beam_args, paths.home)
     p = create_pipeline(
         config,
@@ -88,6 +90,7 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
         beam_pipeline_args=beam_args,
         enable_cache=enable_cache,
         daily=daily,
+        stage_beam_args=stage_args,
     )
     LocalDagRunner().run(p)
 
@@ -112,6 +115,7 @@ def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root
         schema_path=schema_path,
         beam_pipeline_args=beam_args,
         daily=daily,
+        stage_beam_args=None if beam_args is None else {},  # given args replace the config's, as in run_local
     )
     out = Path(out_file).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -243,6 +243,35 @@ def test_baseline_variant_pipeline_has_no_mask_search(tmp_path):
     assert "MaskSearch" not in ids and "MaskedTrainer" in ids
 
 
+def test_stage_beam_args_follow_the_pipeline_args_of_their_stage_only(tmp_path):
+    from models.config import BEAM_STAGES, parse_config
+    from pipeline.pipeline import create_pipeline
+
+    d = tiny_config_dict()
+    d["pipeline"]["beam_args"] = ["--direct_num_workers=1"]
+    d["pipeline"]["stage_beam_args"] = {"Evaluator": ["--direct_num_workers=2"], "StatisticsGen": ["--x=1"]}
+
+    def args(**kw):
+        p = create_pipeline(parse_config(d), str(tmp_path / "data"), str(tmp_path / "root"), str(tmp_path / "s"),
+                            str(tmp_path / "m.sqlite"), **kw)
+        ids = {"CsvExampleGen": "ExampleGen", "StatisticsGen": "StatisticsGen", "Transform": "Transform",
+               "Evaluator": "Evaluator"}
+        return {ids[c.id]: list(c.executor_spec.beam_pipeline_args) for c in p.components if c.id in ids}
+
+    got = args()
+    assert set(got) == set(BEAM_STAGES)
+    # TFX puts the pipeline's args first, so the stage's flag is the one Beam keeps
+    assert got["Evaluator"] == ["--direct_num_workers=1", "--direct_num_workers=2"]
+    assert got["StatisticsGen"] == ["--direct_num_workers=1", "--x=1"]
+    assert got["ExampleGen"] == got["Transform"] == ["--direct_num_workers=1"]
+    # args given for the run (--beam-arg) are the whole set
+    given = args(beam_pipeline_args=["--direct_num_workers=3"], stage_beam_args={})
+    assert all(v == ["--direct_num_workers=3"] for v in given.values()), given
+    d["pipeline"]["stage_beam_args"] = {"Trainer": ["--direct_num_workers=2"]}
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['Trainer'\]"):
+        parse_config(d)
+
+
 @pytest.mark.parametrize("daily", [False, True], ids=["run", "daily"])
 def test_pusher_is_the_atomic_executor_gated_by_both_blessings(tmp_path, daily):
     from tfx.proto import pusher_pb2
