@@ -68,8 +68,7 @@ def main(home, config_path, baseline, beam_args):
         evaluation.uri, blessing.uri = str(out / "evaluation"), str(out / "blessing")
         os.makedirs(evaluation.uri)
         os.makedirs(blessing.uri)
-        args = local_beam_args(
-            list(beam_args) or [*cfg.pipeline.beam_args, *cfg.pipeline.stage_beam_args.get("Evaluator", [])], out)
+        args = local_beam_args(list(beam_args) or cfg.pipeline.beam_args_of("Evaluator"), out)
         shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
         props = {"eval_config": proto_utils.proto_to_json(eval_config(cfg)), "example_splits": json.dumps(["eval"])}
         executor = evaluator.Executor(BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(out / "tmp"),

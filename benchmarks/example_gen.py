@@ -81,8 +81,7 @@ def main(data, pattern, beam_args):
     from pipeline.runner import local_beam_args
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_example_gen_"))
-    pc = PipelineConfig()
-    args = local_beam_args(list(beam_args) or [*pc.beam_args, *pc.stage_beam_args.get("ExampleGen", [])], tmp)
+    args = local_beam_args(list(beam_args) or PipelineConfig().beam_args_of("ExampleGen"), tmp)
     shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
     splits = {"train": 8, "valid": 1, "eval": 1}
     try:

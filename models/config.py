@@ -395,6 +395,10 @@ class PipelineConfig(_Strict):
         stage: ["--direct_running_mode=multi_processing", "--direct_num_workers=2"] for stage in ("ExampleGen", "Evaluator")
     })
 
+    def beam_args_of(self, stage: str) -> list[str]:
+        """All Beam args ``stage`` (one of ``BEAM_STAGES``) runs with: ``beam_args``, then its own (the later wins)."""
+        return [*self.beam_args, *self.stage_beam_args.get(stage, [])]
+
     @field_validator("stage_beam_args")
     @classmethod
     def _known_stages(cls, v):

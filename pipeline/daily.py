@@ -221,9 +221,8 @@ def feature_drift(new_stats, ref_stats, schema, features: list[str], threshold: 
     out = {}
     for info in anomalies.drift_skew_info:
         name = ".".join(info.path.step)
-        for m in info.drift_measurements:
-            if name in features:
-                out[name] = max(out.get(name, 0.0), float(m.value))
+        if name in features:
+            out[name] = max([out.get(name, 0.0), *(float(m.value) for m in info.drift_measurements)])
     for name in features:
         out.setdefault(name, 0.0)
     return out

@@ -260,6 +260,7 @@ def test_stage_beam_args_follow_the_pipeline_args_of_their_stage_only(tmp_path):
 
     got = args()
     assert set(got) == set(BEAM_STAGES)
+    assert got == {s: parse_config(d).pipeline.beam_args_of(s) for s in BEAM_STAGES}  # what the benchmarks run with
     # TFX puts the pipeline's args first, so the stage's flag is the one Beam keeps
     assert got["Evaluator"] == ["--direct_num_workers=1", "--direct_num_workers=2"]
     assert got["StatisticsGen"] == ["--direct_num_workers=1", "--x=1"]
