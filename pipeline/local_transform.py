@@ -131,6 +131,9 @@ def _transform(config: ProjectConfig, frames: dict[str, pd.DataFrame], out: Path
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
+    from pipeline import beam_signatures
+
+    beam_signatures.install()
     columns = transform_columns(config, frames["train"])
     schema = _raw_schema(frames["train"], columns)
     raw_dir = out / "raw"

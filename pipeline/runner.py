@@ -72,8 +72,10 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
     """
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+    from pipeline import beam_signatures
     from pipeline.pipeline import create_pipeline
 
+    beam_signatures.install()  # every in-process Beam stage builds and runs its transforms faster
     paths.pipeline_root.mkdir(parents=True, exist_ok=True)
     paths.metadata.parent.mkdir(parents=True, exist_ok=True)
     paths.serving_dir.mkdir(parents=True, exist_ok=True)
