@@ -215,7 +215,7 @@ def test_tuning_switches(prepared):
 def test_search_rounds_stop_early_under_the_protocol(prepared):
     d = tiny_config_dict()
     d["sparse"] = {"rounds": 1, "final_density": 0.5}
-    d["training"].update({"patience": 1, "max_epochs": 3})
+    d["training"].update({"patience": 1, "max_epochs": 2})
     cfg = parse_config(d)
     trainer = SparseSharingTrainer(cfg, prepared.tables, "connection", seed=0)
     trainer.warmup(prepared.train)
@@ -229,8 +229,8 @@ def test_search_rounds_stop_early_under_the_protocol(prepared):
     trainer.engine.fit = spy
     _, rounds, _ = trainer.search(prepared.train, prepared.valid)
     # every round trains with validation and patience, capped at max_epochs
-    assert len(fits) == 4 and all(f["valid"] is prepared.valid and f["patience"] == 1 and f["epochs"] == 3 for f in fits)
-    assert all(1 <= r.epochs <= 3 for r in rounds)
+    assert len(fits) == 4 and all(f["valid"] is prepared.valid and f["patience"] == 1 and f["epochs"] == 2 for f in fits)
+    assert all(1 <= r.epochs <= 2 for r in rounds)
 
 
 def test_warmup_steps_set_the_rewind_point(prepared):
