@@ -27,8 +27,10 @@ PURCHASE_VARIANTS ?= single,layer,connection,neuron,connection+balance,connectio
 install: $(STAMP)
 
 # The pins go in with uv (parallel downloads, installs from its cache; bytecode compiled up front because imports
-# of TF/TFX from source are slow), about 1 minute against pip's 5. INSTALLER=pip uses pip alone, e.g. behind a
-# mirror configured for pip only (uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip.conf).
+# of TF/TFX from source are slow), about 1 minute against pip's 5. requirements.txt pins every package, so when
+# uv's cache already holds them all the install needs no index (--offline: 1.8 s instead of 16 s of index
+# requests before the compile); anything missing falls back to the normal install. INSTALLER=pip uses pip alone,
+# e.g. behind a mirror configured for pip only (uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip.conf).
 INSTALLER ?= uv
 UV_PIN := uv==0.13.8
 
@@ -36,7 +38,8 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3.10 -m venv $(VENV)
 ifeq ($(INSTALLER),uv)
 	$(PY) -m pip install --disable-pip-version-check -q $(UV_PIN)
-	$(VENV)/bin/uv pip install --python $(PY) -q --compile-bytecode -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) -q --compile-bytecode --offline -r requirements.txt 2>/dev/null \
+		|| $(VENV)/bin/uv pip install --python $(PY) -q --compile-bytecode -r requirements.txt
 	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps --no-build-isolation -e .
 else
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
