@@ -46,10 +46,12 @@ def main(home, config_path, baseline, beam_args):
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
+    from pipeline import beam_signatures
     from pipeline.cli import _load
     from pipeline.pipeline import eval_config
     from pipeline.runner import local_beam_args
 
+    beam_signatures.install()  # the executor runs as in a local pipeline run (pipeline.runner.run_local)
     cfg = _load(config_path)
     root = Path(home).resolve() / "pipelines" / cfg.pipeline.name
     examples = standard_artifacts.Examples()

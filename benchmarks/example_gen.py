@@ -78,8 +78,10 @@ def main(data, pattern, beam_args):
 
     from components import csv_example_gen
     from models.config import PipelineConfig
+    from pipeline import beam_signatures
     from pipeline.runner import local_beam_args
 
+    beam_signatures.install()  # the executors run as in a local pipeline run (pipeline.runner.run_local)
     tmp = Path(tempfile.mkdtemp(prefix="bench_example_gen_"))
     args = local_beam_args(list(beam_args) or PipelineConfig().beam_args_of("ExampleGen"), tmp)
     shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
