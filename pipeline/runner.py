@@ -6,10 +6,13 @@ baseline, blessing, mask density/overlap, where the SavedModel was pushed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 from models.config import ProjectConfig
 from models.metrics import primary_metric
@@ -64,6 +67,24 @@ def local_beam_args(beam_args: list[str], home: Path) -> list[str]:
     return [*beam_args, f"--requirements_file={requirements}"]
 
 
+@contextlib.contextmanager
+def program_name_only_argv() -> Iterator[None]:
+    """``sys.argv`` cut to the program name for the block.
+
+    TFX's Beam executors parse ``sys.argv`` plus the Beam args as absl flags
+    (``BaseBeamExecutor.__init__``), so our own command line reached absl: ``ncs daily -v --date D`` made
+    absl read ``-v`` as its ``--verbosity`` flag with the value ``--date`` and every Beam stage failed;
+    ``ncs run ... -v`` failed with "Missing value for flag -v". Our arguments are not absl's; the Beam
+    args (where absl flags for the workers belong) still reach it.
+    """
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_path: str | None = None,
               beam_args: list[str] | None = None, enable_cache: bool = True, daily=None) -> None:
     """Run the whole pipeline in this process with LocalDagRunner (raises if a component fails).
@@ -94,7 +115,8 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
         daily=daily,
         stage_beam_args=stage_args,
     )
-    LocalDagRunner().run(p)
+    with program_name_only_argv():
+        LocalDagRunner().run(p)
 
 
 def compile_kubeflow(config: ProjectConfig, image: str, out_file: str, data_root: str, pipeline_root: str,

@@ -15,6 +15,7 @@ import tensorflow as tf
 import yaml
 from click.testing import CliRunner
 from ml_metadata.proto.metadata_store_pb2 import Execution
+from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
 from pipeline.cli import main
 from serving.client import serialize_examples
@@ -67,6 +68,29 @@ def test_local_beam_args_name_the_workers_dependencies_on_the_direct_runner_only
     for given in (["--runner", "FlinkRunner"], ["--runner=DataflowRunner", "--project=p"],
                   ["--setup_file=/src/setup.py"], ["--sdk_container_image=img:1"], ["--extra_package=/x.tar.gz"]):
         assert local_beam_args(given, tmp_path) == given
+
+
+class _NoOpBeamExecutor(BaseBeamExecutor):
+    def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 - TFX's name
+        pass
+
+
+def test_our_command_line_does_not_reach_the_absl_flags_of_tfx_beam_executors(monkeypatch):
+    """``ncs daily -v --date D``: TFX's Beam executors parse sys.argv as absl flags (-v = --verbosity)."""
+    from absl import flags
+
+    from pipeline.runner import program_name_only_argv
+
+    def make():
+        return _NoOpBeamExecutor(BaseBeamExecutor.Context(beam_pipeline_args=["--direct_num_workers=1"]))
+
+    for argv in (["ncs", "daily", "-v", "--date", "20260101"], ["ncs", "run", "--config", "c.yaml", "-v"]):
+        monkeypatch.setattr("sys.argv", argv)
+        with pytest.raises(flags.Error):  # what every Beam stage of such a run failed with
+            make()
+        with program_name_only_argv():
+            make()
+        assert __import__("sys").argv == argv  # restored
 
 
 @pytest.mark.e2e(seconds=200)
