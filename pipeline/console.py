@@ -2,7 +2,8 @@
 
 Quiet (the default):
 
-- one line per finished component with its wall time (``  Transform   54.7 s``);
+- one line per finished component with its wall time (``  Transform   54.7 s``); on a terminal the
+  running component shows its elapsed time on a live line until then (:class:`RunningClock`);
 - the progress lines of the long steps (mask search rounds, training epochs);
 - errors in full;
 - nothing else on the terminal: TFX/Beam/absl INFO lines, TensorFlow's C++ start-up
@@ -19,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -44,14 +46,15 @@ class ComponentLines(logging.Handler):
     """A handler for the ``absl`` logger (TFX's): component wall times and progress, nothing else.
 
     ``write(line)`` receives each terminal line. ``Component X is running.`` starts X's clock and
-    prints nothing; ``Component X is finished.`` prints ``X`` and its wall seconds; messages
-    matching the progress pattern print as they are; ``ERROR`` and above print in full
-    (with the traceback when there is one).
+    prints nothing (``clock``, when given, shows it running); ``Component X is finished.`` prints ``X``
+    and its wall seconds; messages matching the progress pattern print as they are; ``ERROR`` and
+    above print in full (with the traceback when there is one).
     """
 
-    def __init__(self, write: Callable[[str], None]):
+    def __init__(self, write: Callable[[str], None], clock: "RunningClock | None" = None):
         super().__init__(level=logging.INFO)
         self.write = write
+        self.clock = clock
         self.started: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
         self.setFormatter(logging.Formatter("%(message)s"))
@@ -62,6 +65,8 @@ class ComponentLines(logging.Handler):
         except Exception:  # noqa: BLE001 - a malformed log call must not break the run
             return
         if record.levelno >= logging.ERROR:
+            if self.clock:
+                self.clock.stop()
             self.write(f"{record.levelname.lower()}: {self.format(record)}")
             return
         m = _COMPONENT.match(msg)
@@ -69,13 +74,70 @@ class ComponentLines(logging.Handler):
             name, state = m.groups()
             if state == "running":
                 self.started[name] = record.created
+                if self.clock:
+                    self.clock.start(name)
             else:
+                if self.clock:
+                    self.clock.stop()
                 secs = record.created - self.started.pop(name, record.created)
                 self.seconds[name] = self.seconds.get(name, 0.0) + secs
                 self.write(f"  {name:<32} {secs:7.1f} s")
             return
         if _PROGRESS.match(msg):
             self.write(f"    {msg}")
+
+
+class RunningClock:
+    """A live line with the running component's elapsed time (tqdm), on a terminal only.
+
+    Beam's DirectRunner reports no progress a bar could count, so a component shows how long it has
+    been running (``  Transform    00:34 running``), refreshed every ``interval`` seconds from a
+    thread, until :meth:`stop`; the caller then prints the component's timed line. Lines given to
+    :meth:`write` go above the live line. On a stream that is not a terminal (a pipe, CI, a test)
+    nothing but the written lines appears.
+    """
+
+    def __init__(self, stream: TextIO, interval: float = 1.0):
+        self.stream, self.interval = stream, interval
+        try:
+            self.enabled = bool(stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self.bar = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, name: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.stop()
+        self.bar = tqdm(desc=f"  {name:<32}", bar_format="{desc} {elapsed:>7} running", file=self.stream,
+                        leave=False)
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._tick, args=(self.bar,), daemon=True)
+        self._thread.start()
+
+    def _tick(self, bar) -> None:
+        while not self._stopped.wait(self.interval):
+            bar.refresh()
+
+    def stop(self) -> None:
+        if self.bar is None:
+            return
+        self._stopped.set()
+        self._thread.join()
+        self.bar.close()  # leave=False: the live line is cleared
+        self.bar, self._thread = None, None
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.stream)  # clears the live line, writes, redraws it
+        else:
+            _write(self.stream, line)
 
 
 @contextlib.contextmanager
@@ -111,7 +173,8 @@ def console(verbose: bool, log_dir: Path, command: str, echo: Callable[[str], No
             _fd2_to(log_file) as terminal:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        handler = ComponentLines(lambda line: _write(terminal, line))
+        clock = RunningClock(terminal)
+        handler = ComponentLines(clock.write, clock=clock)
         to_file = logging.StreamHandler(log_file)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         propagate, loggers = absl_logger.propagate, ("tensorflow", "apache_beam")
@@ -124,6 +187,7 @@ def console(verbose: bool, log_dir: Path, command: str, echo: Callable[[str], No
         try:
             yield log_path
         finally:
+            clock.stop()
             absl_logger.removeHandler(handler)
             absl_logger.removeHandler(to_file)
             absl_logger.propagate = propagate

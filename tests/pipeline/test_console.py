@@ -1,11 +1,12 @@
 """The quiet console of `ncs run` / `ncs daily`: component lines, progress, errors; the rest to a log file."""
 
+import io
 import logging
 import subprocess
 import sys
 import textwrap
 
-from pipeline.console import ComponentLines
+from pipeline.console import ComponentLines, RunningClock
 from tests.conftest import REPO
 
 
@@ -33,6 +34,37 @@ def test_component_lines_keep_wall_times_progress_and_errors():
     assert "ValueError: boom in the trainer" in lines[2]
     assert len(lines) == 3
     assert h.seconds == {"Transform": 154.7 - 100.0}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _run_transform(clock, lines_seen_while_running):
+    h = ComponentLines(clock.write, clock=clock)
+    h.handle(_record("Component Transform is running.", created=100.0))
+    lines_seen_while_running.append(clock.stream.getvalue())
+    h.handle(_record("MaskedTrainer epoch 1/2: ctr loss 0.5", created=101.0))
+    h.handle(_record("Component Transform is finished.", created=130.0))
+    return h
+
+
+def test_running_clock_shows_the_running_component_on_a_terminal_only():
+    tty, seen = _Terminal(), []
+    clock = RunningClock(tty, interval=0.01)
+    _run_transform(clock, seen)
+    assert "Transform" in seen[0] and "00:00 running" in seen[0]  # the live line while it runs
+    assert clock.bar is None and clock._thread is None  # stopped when the component finished
+    out = tty.getvalue()
+    # the progress line went above the live line, then the live line was cleared for the timed line
+    assert out.index("MaskedTrainer epoch 1/2") < out.rindex("Transform")
+    assert out.rstrip("\n").rsplit("\r", 1)[-1].split() == ["Transform", "30.0", "s"]
+
+    pipe, seen = io.StringIO(), []
+    _run_transform(RunningClock(pipe), seen)
+    assert seen == [""]
+    assert pipe.getvalue().splitlines() == ["    MaskedTrainer epoch 1/2: ctr loss 0.5", f"  {'Transform':<32} {30.0:7.1f} s"]
 
 
 def test_quiet_console_sends_c_level_output_children_and_warnings_to_the_log(tmp_path):
