@@ -37,9 +37,13 @@ def _newest(pattern: str) -> str:
 @click.option("--home", required=True, type=click.Path(exists=True, file_okay=False), help="NCS_HOME of a finished run.")
 @click.option("--config", "config_path", default=str(REPO / "configs" / "video.yaml"), show_default=True)
 @click.option("--baseline", is_flag=True, help="Also score the same model as the baseline (a daily run's two models).")
+@click.option("--examples", "examples_uri", type=click.Path(exists=True, file_okay=False),
+              help="An ExampleGen artifact folder (default: the newest under --home).")
+@click.option("--model", "model_uri", type=click.Path(exists=True, file_okay=False),
+              help="A MaskedTrainer model artifact folder (default: the newest under --home).")
 @click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
               help="Beam arg (repeatable); default: the config's pipeline.beam_args + stage_beam_args.Evaluator.")
-def main(home, config_path, baseline, beam_args):
+def main(home, config_path, baseline, examples_uri, model_uri, beam_args):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.components.evaluator import executor as evaluator
     from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
@@ -55,10 +59,10 @@ def main(home, config_path, baseline, beam_args):
     cfg = _load(config_path)
     root = Path(home).resolve() / "pipelines" / cfg.pipeline.name
     examples = standard_artifacts.Examples()
-    examples.uri = _newest(str(root / "CsvExampleGen" / "examples" / "*"))
+    examples.uri = examples_uri or _newest(str(root / "CsvExampleGen" / "examples" / "*"))
     examples.split_names = json.dumps(["train", "valid", "eval"])
     model = standard_artifacts.Model()
-    model.uri = _newest(str(root / "MaskedTrainer" / "model" / "*"))
+    model.uri = model_uri or _newest(str(root / "MaskedTrainer" / "model" / "*"))
     inputs = {"examples": [examples], "model": [model]}
     if baseline:
         base = standard_artifacts.Model()

@@ -85,12 +85,33 @@ def program_name_only_argv() -> Iterator[None]:
         sys.argv = saved
 
 
+def input_megabytes(config: ProjectConfig, data_root: str | os.PathLike, day: str | None = None,
+                    daily: bool = False) -> float:
+    """MB of the input logs a run ingests: the files of ``pipeline.input_pattern`` (``ncs run``) or of the daily
+    pattern for ``day`` (``ncs daily``). A span pattern (``{YYYY}{MM}{DD}``) without a day counts the newest span
+    folder only, the one ExampleGen takes."""
+    import glob
+    import re
+
+    root = Path(data_root)
+    pattern = config.daily_input_pattern() if daily else config.pipeline.input_pattern
+    if day is not None:
+        pattern = pattern.replace("{YYYY}{MM}{DD}", day)
+    spans = re.search(r"\{[A-Z]+\}", pattern) is not None
+    files = [Path(f) for f in glob.glob(str(root / re.sub(r"\{[A-Z]+\}", "*", pattern))) if os.path.isfile(f)]
+    if spans and files:
+        newest = max(f.relative_to(root).parts[0] for f in files)
+        files = [f for f in files if f.relative_to(root).parts[0] == newest]
+    return sum(f.stat().st_size for f in files) / 2**20
+
+
 def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_path: str | None = None,
               beam_args: list[str] | None = None, enable_cache: bool = True, daily=None) -> None:
     """Run the whole pipeline in this process with LocalDagRunner (raises if a component fails).
 
     ``daily``: a :class:`pipeline.pipeline.DailyRun` (``ncs daily``), else the from-scratch run.
     """
+    from absl import logging
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import beam_signatures
@@ -101,7 +122,13 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
     paths.metadata.parent.mkdir(parents=True, exist_ok=True)
     paths.serving_dir.mkdir(parents=True, exist_ok=True)
     # Beam args given here (`--beam-arg`) are the whole set: they replace pipeline.beam_args and stage_beam_args
-    stage_args = None if beam_args is None else {}
+    stage_args = {}
+    if beam_args is None:
+        input_mb = input_megabytes(config, data_root, daily.day if daily else None, daily=daily is not None)
+        stage_args = config.pipeline.stage_beam_args_for(input_mb)
+        if config.pipeline.is_large_input(input_mb):
+            logging.info("input logs %.0f MB >= pipeline.large_input_mb %s: every Beam stage also gets %s", input_mb,
+                         config.pipeline.large_input_mb, " ".join(config.pipeline.large_input_beam_args))
     beam_args = local_beam_args(beam_args if beam_args is not None else config.pipeline.beam_args, paths.home)
     p = create_pipeline(
         config,

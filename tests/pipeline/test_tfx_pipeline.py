@@ -297,6 +297,37 @@ def test_stage_beam_args_follow_the_pipeline_args_of_their_stage_only(tmp_path):
         parse_config(d)
 
 
+def test_large_inputs_run_every_beam_stage_on_the_large_input_args(tmp_path):
+    from models.config import BEAM_STAGES, parse_config
+    from pipeline.runner import input_megabytes
+
+    d = tiny_config_dict()
+    cfg = parse_config(d)
+    pc = cfg.pipeline
+    extra = pc.large_input_beam_args
+    assert extra and pc.large_input_mb
+    own = {s: a for s, a in pc.stage_beam_args.items() if a}
+    assert pc.stage_beam_args_for(None) == pc.stage_beam_args_for(pc.large_input_mb - 0.1) == own
+    large = pc.stage_beam_args_for(pc.large_input_mb)
+    assert set(large) == set(BEAM_STAGES)
+    for s in BEAM_STAGES:  # the large-input args first, so a stage's own flag still wins
+        assert large[s] == [*extra, *pc.stage_beam_args.get(s, [])]
+        assert pc.beam_args_of(s, pc.large_input_mb) == [*pc.beam_args, *large[s]]
+    d["pipeline"]["large_input_mb"] = None
+    assert parse_config(d).pipeline.stage_beam_args_for(1e9) == own
+
+    mib = 2**20
+    for day, sizes in (("20260101", [mib]), ("20260102", [2 * mib, mib])):
+        (tmp_path / day).mkdir()
+        for i, n in enumerate(sizes):
+            (tmp_path / day / f"part-{i}.csv").write_bytes(b"x" * n)
+    (tmp_path / "20260102" / "notes.txt").write_bytes(b"x" * mib)  # not matched by the pattern
+    assert input_megabytes(cfg, tmp_path) == 4.0  # ncs run: every day folder
+    assert input_megabytes(cfg, tmp_path, "20260101", daily=True) == 1.0
+    assert input_megabytes(cfg, tmp_path, None, daily=True) == 3.0  # the newest span, as ExampleGen takes it
+    assert input_megabytes(cfg, tmp_path, "20260103", daily=True) == 0.0
+
+
 @pytest.mark.parametrize("daily", [False, True], ids=["run", "daily"])
 def test_pusher_is_the_atomic_executor_gated_by_both_blessings(tmp_path, daily):
     from tfx.proto import pusher_pb2
