@@ -85,10 +85,14 @@ def slice_feature(column: str) -> str:
 
 
 def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
-    """TFMA config: one MetricsSpec per task output, each weighted by its sample space.
+    """TFMA config: per task output, MetricsSpecs weighted by the task's sample space.
 
     Labels and weights come from the model's ``transform_features`` signature
-    (``label__t``, ``space__t``), so CVR is scored on clicked rows only.
+    (``label__t``, ``space__t``), so CVR is scored on clicked rows only. With a baseline model
+    (a daily run, a re-run after a blessed one) only each task's gated metric is computed for
+    the baseline too — the change threshold and the summary read nothing else of it — and the
+    rest for the candidate only: TFMA feeds every example to every metric combiner of every
+    slice in Python, per model. Without a baseline TFMA scores the one model with every spec.
     """
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
@@ -112,7 +116,6 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 ),
             )
             metrics = [
-                primary,
                 # a Keras metric, which TFMA evaluates a batch at a time: its own per-example BinaryCrossEntropy
                 # gave the same values and took the Evaluator from 181 to 201 s (20k eval rows, candidate +
                 # baseline, benchmarks/evaluator.py --baseline --beam-arg=--direct_num_workers=1); Keras'
@@ -138,7 +141,6 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 ),
             )
             metrics = [
-                primary,
                 tfma.MetricConfig(class_name="Calibration"),
                 tfma.MetricConfig(class_name="MeanLabel"),
                 tfma.MetricConfig(class_name="MeanPrediction"),
@@ -146,7 +148,8 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
         # ExampleCount is weighted by the sample space (TFMA's WeightedExampleCount would be the same number again,
         # one more combiner per example and slice)
         metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
-        specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
+        specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=[primary]))  # every model (the change threshold)
+        specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics, model_names=[tfma.CANDIDATE_KEY]))
         if task.where_clause is None:
             continue  # every row is in the sample space: the weighted count is the row count
         # the plain row count beside the sample-space (weighted) count: CVR's is all rows vs clicked rows
@@ -155,6 +158,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 output_names=[task.name],
                 metrics=[tfma.MetricConfig(class_name="ExampleCount")],
                 example_weights=tfma.ExampleWeightOptions(unweighted=True),
+                model_names=[tfma.CANDIDATE_KEY],
             )
         )
     slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[slice_feature(k)]) for k in config.pipeline.slices]

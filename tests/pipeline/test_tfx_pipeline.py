@@ -388,6 +388,28 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
     assert {tuple(s.feature_keys) for s in ec.slicing_specs} == {(), ("slice__page",), ("duration_bucket",)}
 
 
+def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
+    import tensorflow_model_analysis as tfma
+
+    from models.config import parse_config
+    from pipeline.pipeline import eval_config
+
+    ec = eval_config(parse_config(tiny_config_dict()))
+    gated = {"ctr": "AUC", "cvr": "MeanSquaredError"}
+    with_baseline = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=True, rubber_stamp=True)
+    per_model = {}
+    for spec in with_baseline.metrics_specs:
+        for model in spec.model_names:
+            per_model.setdefault(model, set()).update((spec.output_names[0], m.class_name) for m in spec.metrics)
+    assert per_model[tfma.BASELINE_KEY] == {(t, c) for t, c in gated.items()}
+    assert per_model[tfma.CANDIDATE_KEY] > per_model[tfma.BASELINE_KEY]
+    assert ("ctr", "LogLoss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "ExampleCount") in per_model[tfma.CANDIDATE_KEY]
+    # the first run (no baseline): TFMA names the one model "" and every spec applies to it
+    alone = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=False, rubber_stamp=True)
+    assert {tuple(s.model_names) for s in alone.metrics_specs} == {("",)}
+    assert len(alone.metrics_specs) == len(ec.metrics_specs)
+
+
 def _tfma_validation(config, values: dict) -> list[str]:
     """TFMA's own threshold check (as the Evaluator runs it with a baseline) on the overall slice.
 
