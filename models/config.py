@@ -397,7 +397,7 @@ class PipelineConfig(_Strict):
     # a local run whose input logs hold at least `large_input_mb` MB runs every Beam stage with
     # `large_input_beam_args` too (after beam_args, before stage_beam_args). Worker processes cost a start-up that
     # in-process stages do not pay, and pay back on large inputs: StatisticsGen 117.6 s in-process vs 82.4 s on 2
-    # workers on a 1M-row day (83 MB of CSV), 29 vs 37 s on 200,000 rows (40 MB); the crossover is near 64 MB.
+    # workers on a 1M-row day (82 MB of CSV), 29 vs 37 s on 200,000 rows (40 MB); the crossover is near 64 MB.
     # null: never. `ncs compile` (Kubeflow) cannot see the input: the args there are beam_args + stage_beam_args.
     large_input_mb: Optional[float] = Field(default=64.0, gt=0)
     large_input_beam_args: list[str] = Field(
