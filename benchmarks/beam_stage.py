@@ -21,13 +21,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.beam_executor import run_beam_executor  # noqa: E402 - after the path
 
 EXECUTORS = {
     "StatisticsGen": "tfx.components.statistics_gen.executor.Executor",
@@ -74,13 +75,8 @@ def run_once(home: Path, config_path: str, stage: str, beam_args: list[str]) -> 
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import importlib
 
-    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.types import artifact_utils
 
-    from pipeline import beam_signatures
-    from pipeline.runner import local_beam_args, program_name_only_argv
-
-    beam_signatures.install()  # as in a local pipeline run (pipeline.runner.run_local)
     inputs, output_types, props, execution_id = _recorded_execution(home, config_path, stage)
     module, name = EXECUTORS[stage].rsplit(".", 1)
     executor_class = getattr(importlib.import_module(module), name)
@@ -94,13 +90,7 @@ def run_once(home: Path, config_path: str, stage: str, beam_args: list[str]) -> 
             if "split_names" in artifact_type.properties and inputs.get("examples"):
                 artifact.split_names = inputs["examples"][0].split_names
             outputs[key] = [artifact]
-        args = local_beam_args(beam_args, out)
-        with program_name_only_argv():
-            executor = executor_class(BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(out / "tmp"),
-                                                               unique_id=str(execution_id)))
-            t0 = time.perf_counter()
-            executor.Do(inputs, outputs, props)
-            seconds = time.perf_counter() - t0
+        seconds = run_beam_executor(executor_class, inputs, outputs, props, beam_args, out, unique_id=str(execution_id))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {"execution": execution_id, "inputs": {k: [a.uri for a in v] for k, v in inputs.items()},

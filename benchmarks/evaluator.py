@@ -17,13 +17,14 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.beam_executor import run_beam_executor, shown  # noqa: E402 - after the path
 
 
 def _newest(pattern: str) -> str:
@@ -46,16 +47,12 @@ def _newest(pattern: str) -> str:
 def main(home, config_path, baseline, examples_uri, model_uri, beam_args):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.components.evaluator import executor as evaluator
-    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
-    from pipeline import beam_signatures
     from pipeline.cli import _load
     from pipeline.pipeline import eval_config
-    from pipeline.runner import local_beam_args
 
-    beam_signatures.install()  # the executor runs as in a local pipeline run (pipeline.runner.run_local)
     cfg = _load(config_path)
     root = Path(home).resolve() / "pipelines" / cfg.pipeline.name
     examples = standard_artifacts.Examples()
@@ -74,15 +71,12 @@ def main(home, config_path, baseline, examples_uri, model_uri, beam_args):
         evaluation.uri, blessing.uri = str(out / "evaluation"), str(out / "blessing")
         os.makedirs(evaluation.uri)
         os.makedirs(blessing.uri)
-        args = local_beam_args(list(beam_args) or cfg.pipeline.beam_args_of("Evaluator"), out)
-        shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
+        args = list(beam_args) or cfg.pipeline.beam_args_of("Evaluator")
         props = {"eval_config": proto_utils.proto_to_json(eval_config(cfg)), "example_splits": json.dumps(["eval"])}
-        executor = evaluator.Executor(BaseBeamExecutor.Context(beam_pipeline_args=args, tmp_dir=str(out / "tmp"),
-                                                               unique_id="1"))
-        t0 = time.perf_counter()
-        executor.Do(inputs, {"evaluation": [evaluation], "blessing": [blessing]}, props)
+        seconds = run_beam_executor(evaluator.Executor, inputs, {"evaluation": [evaluation], "blessing": [blessing]},
+                                    props, args, out)
         print(f"Evaluator on {examples.uri}/Split-eval, model {model.uri}, baseline {baseline}, "
-              f"beam args {shown}: {time.perf_counter() - t0:.1f} s")
+              f"beam args {shown(args)}: {seconds:.1f} s")
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

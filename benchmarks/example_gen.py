@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -22,9 +21,10 @@ import click
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.beam_executor import run_beam_executor, shown  # noqa: E402 - after the path
+
 
 def run_executor(executor_cls, data: str, pattern: str, out: Path, splits: dict, beam_args: list[str]) -> float:
-    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -43,11 +43,7 @@ def run_executor(executor_cls, data: str, pattern: str, out: Path, splits: dict,
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
     }
-    context = BaseBeamExecutor.Context(beam_pipeline_args=beam_args, tmp_dir=str(out) + "_tmp", unique_id="1")
-    executor = executor_cls(context)
-    t0 = time.perf_counter()
-    executor.Do({}, {"examples": [examples]}, props)
-    return time.perf_counter() - t0
+    return run_beam_executor(executor_cls, {}, {"examples": [examples]}, props, beam_args, Path(str(out) + "_work"))
 
 
 def split_digests(out: Path, names) -> dict:
@@ -78,13 +74,9 @@ def main(data, pattern, beam_args):
 
     from components import csv_example_gen
     from models.config import PipelineConfig
-    from pipeline import beam_signatures
-    from pipeline.runner import local_beam_args
 
-    beam_signatures.install()  # the executors run as in a local pipeline run (pipeline.runner.run_local)
     tmp = Path(tempfile.mkdtemp(prefix="bench_example_gen_"))
-    args = local_beam_args(list(beam_args) or PipelineConfig().beam_args_of("ExampleGen"), tmp)
-    shown = " ".join(a for a in args if not a.startswith("--requirements_file"))
+    args = list(beam_args) or PipelineConfig().beam_args_of("ExampleGen")
     splits = {"train": 8, "valid": 1, "eval": 1}
     try:
         seconds, digests = {}, {}
@@ -94,7 +86,7 @@ def main(data, pattern, beam_args):
             digests[name] = split_digests(out, splits)
             print(f"{name}: {seconds[name]:.1f} s  {digests[name]}", flush=True)
         same = digests["stock CsvExampleGen"] == digests["ours"]
-        print(f"beam args {shown}: stock / ours = {seconds['stock CsvExampleGen'] / seconds['ours']:.2f}x; "
+        print(f"beam args {shown(args)}: stock / ours = {seconds['stock CsvExampleGen'] / seconds['ours']:.2f}x; "
               f"same examples in the same splits: {same}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
