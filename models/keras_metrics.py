@@ -1,18 +1,31 @@
 """Keras metrics the TFMA Evaluator computes (``pipeline.pipeline.eval_config`` names them by module and class).
 
-TFMA updates a Keras metric eagerly, a batch at a time. Keras then hands the metric's ``update_state`` to
-AutoGraph, which converts it and the loss function behind it the first time in every process: several seconds
-per Evaluator run for a function that has no tensor-dependent control flow. The metrics here are the Keras ones
-with that conversion switched off; their values are the same.
+Why Keras metrics and not TFMA's own ``AUC``/``Calibration``/``MeanLabel``/...: TFMA feeds every example of every
+slice to each of its own metrics' combiners one at a time, in Python (each one re-extracting the example's label,
+prediction and weight), while it gathers the Keras metrics of a model into one combiner that extracts an example
+once and updates the metrics a batch of 1,000 examples at a time in TensorFlow. The ``Batched*`` metrics here
+compute what TFMA's metrics of the same name compute (same definitions, same metric names in the results, tested
+against TFMA's on the same examples) on that batched path.
+
+TFMA updates a Keras metric eagerly. Keras then hands the metric's ``update_state`` to AutoGraph, which converts it
+(and the loss function behind it) the first time in every process: several seconds per Evaluator run for functions
+that have no tensor-dependent control flow. Every metric here updates without that conversion; the values are the
+same.
+
+All metrics take ``y_true`` and ``y_pred`` ``[B]`` or ``[B, 1]`` and an optional ``sample_weight`` of the same
+shape (the task's sample-space weight), and are scalars.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+# TFMA's own AUC reads its ROC curve off 10,000 evenly spaced thresholds (binary_confusion_matrices); so does ours
+TFMA_AUC_THRESHOLDS = 10_000
+
 
 class LogLoss(tf.keras.metrics.BinaryCrossentropy):
-    """Mean binary cross-entropy of ``y_true`` ``[B]``/``[B, 1]`` in {0, 1} and ``y_pred`` probabilities, weighted by
+    """Mean binary cross-entropy of ``y_true`` in {0, 1} and ``y_pred`` probabilities, weighted by
     ``sample_weight``: Keras' ``BinaryCrossentropy``, updated without AutoGraph."""
 
     def __init__(self, name: str = "logloss", **kwargs):
@@ -21,3 +34,82 @@ class LogLoss(tf.keras.metrics.BinaryCrossentropy):
     @tf.autograph.experimental.do_not_convert
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+class BatchedAUC(tf.keras.metrics.AUC):
+    """Area under the ROC curve (TFMA's ``AUC``: 10,000 evenly spaced thresholds, trapezoids between them), weighted
+    by ``sample_weight``: Keras' ``AUC``, updated without AutoGraph. Evenly spaced thresholds let Keras bucket the
+    predictions instead of comparing each with every threshold."""
+
+    def __init__(self, name: str = "auc", num_thresholds: int = TFMA_AUC_THRESHOLDS, **kwargs):
+        super().__init__(name=name, num_thresholds=num_thresholds, **kwargs)
+
+    @tf.autograph.experimental.do_not_convert
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+class BatchedMeanSquaredError(tf.keras.metrics.MeanSquaredError):
+    """Weighted mean of ``(y_true - y_pred)**2`` (TFMA's ``MeanSquaredError``): Keras' metric, without AutoGraph."""
+
+    def __init__(self, name: str = "mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    @tf.autograph.experimental.do_not_convert
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+class _WeightedSums(tf.keras.metrics.Metric):
+    """Running ``sum(w * y_true)``, ``sum(w * y_pred)`` and ``sum(w)`` (float64: a day's eval split is ~10^5 rows);
+    subclasses say which ratio of them is the result."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_sum = self.add_weight(name="label_sum", initializer="zeros", dtype=tf.float64)
+        self.prediction_sum = self.add_weight(name="prediction_sum", initializer="zeros", dtype=tf.float64)
+        self.weight_sum = self.add_weight(name="weight_sum", initializer="zeros", dtype=tf.float64)
+
+    @tf.autograph.experimental.do_not_convert
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.reshape(tf.cast(y_true, tf.float64), [-1])
+        y_pred = tf.reshape(tf.cast(y_pred, tf.float64), [-1])
+        w = tf.ones_like(y_true) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
+        self.label_sum.assign_add(tf.reduce_sum(w * y_true))
+        self.prediction_sum.assign_add(tf.reduce_sum(w * y_pred))
+        self.weight_sum.assign_add(tf.reduce_sum(w))
+
+    def reset_state(self):
+        for v in (self.label_sum, self.prediction_sum, self.weight_sum):
+            v.assign(tf.zeros_like(v))
+
+
+class BatchedMeanLabel(_WeightedSums):
+    """Weighted mean label ``sum(w * y_true) / sum(w)`` (TFMA's ``MeanLabel``)."""
+
+    def __init__(self, name: str = "mean_label", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.label_sum, self.weight_sum)
+
+
+class BatchedMeanPrediction(_WeightedSums):
+    """Weighted mean prediction ``sum(w * y_pred) / sum(w)`` (TFMA's ``MeanPrediction``)."""
+
+    def __init__(self, name: str = "mean_prediction", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.prediction_sum, self.weight_sum)
+
+
+class BatchedCalibration(_WeightedSums):
+    """Calibration ``sum(w * y_pred) / sum(w * y_true)`` (TFMA's ``Calibration``: 1 is calibrated, above 1 the
+    model over-predicts)."""
+
+    def __init__(self, name: str = "calibration", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.prediction_sum, self.label_sum)

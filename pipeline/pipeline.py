@@ -62,7 +62,7 @@ from components.transform_cache import use_cache_executor
 from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
-from models.keras_metrics import LogLoss
+from models import keras_metrics
 
 # Defaults when pipeline.thresholds does not name a task: a sanity bound only
 # (AUC must beat chance; MSE must beat predicting 0.5 for a [0,1] label), and the
@@ -79,6 +79,21 @@ def _overall_only(**threshold) -> list:
     return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))]
 
 
+def _batched_metric(metric_class: type, name: str, **fields) -> tfma.MetricConfig:
+    """A MetricConfig for one of ``models.keras_metrics`` under ``name`` in the results (TFMA loads it by module and
+    class): a Keras metric, which TFMA updates a batch at a time (that module says why)."""
+    return tfma.MetricConfig(class_name=metric_class.__name__, module=metric_class.__module__,
+                             config=json.dumps({"name": name}), **fields)
+
+
+def _batched_calibration_metrics() -> list[tfma.MetricConfig]:
+    return [
+        _batched_metric(keras_metrics.BatchedCalibration, "calibration"),
+        _batched_metric(keras_metrics.BatchedMeanLabel, "mean_label"),
+        _batched_metric(keras_metrics.BatchedMeanPrediction, "mean_prediction"),
+    ]
+
+
 def slice_feature(column: str) -> str:
     """The Transform output TFMA slices on for a configured slice column (raw values, not ids)."""
     return column if column == DURATION_BUCKET else SLICE + column
@@ -93,6 +108,11 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
     the baseline too — the change threshold and the summary read nothing else of it — and the
     rest for the candidate only: TFMA feeds every example to every metric combiner of every
     slice in Python, per model. Without a baseline TFMA scores the one model with every spec.
+
+    The metrics are ``models.keras_metrics`` (Keras metrics under TFMA's metric names), which TFMA
+    updates a batch at a time; TFMA 0.47's own ``MeanSquaredError`` also depends on how Beam
+    groups the rows (it merges its first accumulator twice). Counts and the calibration plot
+    are TFMA's.
     """
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
@@ -106,8 +126,8 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
         if task.type == "binary":
             lo = th.value if th and th.value is not None else DEFAULT_AUC_MIN
             drop = th.max_change if th and th.max_change is not None else DEFAULT_AUC_MAX_DROP
-            primary = tfma.MetricConfig(
-                class_name="AUC",
+            primary = _batched_metric(
+                keras_metrics.BatchedAUC, "auc",
                 per_slice_thresholds=_overall_only(
                     value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lo}),
                     change_threshold=tfma.GenericChangeThreshold(
@@ -115,24 +135,14 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                     ),
                 ),
             )
-            metrics = [
-                # a Keras metric, which TFMA evaluates a batch at a time: its own per-example BinaryCrossEntropy
-                # gave the same values and took the Evaluator from 181 to 201 s (20k eval rows, candidate +
-                # baseline, benchmarks/evaluator.py --baseline --beam-arg=--direct_num_workers=1); Keras'
-                # BinaryCrossentropy without the AutoGraph conversion of its update (models/keras_metrics.py)
-                tfma.MetricConfig(class_name=LogLoss.__name__, module=LogLoss.__module__, config='{"name": "logloss"}'),
-                tfma.MetricConfig(class_name="Calibration"),
-                tfma.MetricConfig(class_name="MeanLabel"),
-                tfma.MetricConfig(class_name="MeanPrediction"),
-            ]
+            metrics = [_batched_metric(keras_metrics.LogLoss, "logloss"), *_batched_calibration_metrics()]
             if config.pipeline.calibration_plot:
                 metrics.append(tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'))
         else:
             hi = th.value if th and th.value is not None else DEFAULT_MSE_MAX
             rise = th.max_change if th and th.max_change is not None else DEFAULT_MSE_MAX_RISE
-            primary = tfma.MetricConfig(
-                class_name="MeanSquaredError",
-                config='{"name": "mse"}',
+            primary = _batched_metric(
+                keras_metrics.BatchedMeanSquaredError, "mse",
                 per_slice_thresholds=_overall_only(
                     value_threshold=tfma.GenericValueThreshold(upper_bound={"value": hi}),
                     change_threshold=tfma.GenericChangeThreshold(
@@ -140,11 +150,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                     ),
                 ),
             )
-            metrics = [
-                tfma.MetricConfig(class_name="Calibration"),
-                tfma.MetricConfig(class_name="MeanLabel"),
-                tfma.MetricConfig(class_name="MeanPrediction"),
-            ]
+            metrics = _batched_calibration_metrics()
         # ExampleCount is weighted by the sample space (TFMA's WeightedExampleCount would be the same number again,
         # one more combiner per example and slice)
         metrics.append(tfma.MetricConfig(class_name="ExampleCount"))

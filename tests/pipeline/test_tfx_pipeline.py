@@ -374,13 +374,13 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
     want = cfg.pipeline.thresholds[name]
     change = th.threshold.change_threshold
     if task_type == "binary":
-        assert gated[0].class_name == "AUC"
+        assert gated[0].class_name == "BatchedAUC" and json.loads(gated[0].config)["name"] == "auc"
         assert th.threshold.value_threshold.lower_bound.value == pytest.approx(want.value)
         assert not th.threshold.value_threshold.HasField("upper_bound")
         assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
         assert change.absolute.value == pytest.approx(-want.max_change)
     else:
-        assert gated[0].class_name == "MeanSquaredError"
+        assert gated[0].class_name == "BatchedMeanSquaredError" and json.loads(gated[0].config)["name"] == "mse"
         assert th.threshold.value_threshold.upper_bound.value == pytest.approx(want.value)
         assert not th.threshold.value_threshold.HasField("lower_bound")
         assert change.direction == tfma.MetricDirection.LOWER_IS_BETTER
@@ -395,7 +395,7 @@ def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
     from pipeline.pipeline import eval_config
 
     ec = eval_config(parse_config(tiny_config_dict()))
-    gated = {"ctr": "AUC", "cvr": "MeanSquaredError"}
+    gated = {"ctr": "BatchedAUC", "cvr": "BatchedMeanSquaredError"}
     with_baseline = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=True, rubber_stamp=True)
     per_model = {}
     for spec in with_baseline.metrics_specs:
