@@ -1,13 +1,14 @@
-"""Keras metrics the TFMA Evaluator computes (``pipeline.pipeline.eval_config`` names them by module and class).
+"""Keras metrics the TFMA Evaluator computes (``pipeline.pipeline.eval_config`` names them; TFMA runs them through
+``pipeline.tfma_metrics.BatchedKerasMetric``).
 
 Why Keras metrics and not TFMA's own ``AUC``/``Calibration``/``MeanLabel``/...: TFMA feeds every example of every
-slice to each of its own metrics' combiners one at a time, in Python (each one re-extracting the example's label,
-prediction and weight), while it gathers the Keras metrics of a model into one combiner that extracts an example
-once and updates the metrics a batch of 1,000 examples at a time in TensorFlow. The ``Batched*`` metrics here
-compute what TFMA's metrics of the same name compute (same definitions, same metric names in the results, tested
-against TFMA's on the same examples) on that batched path.
+slice to each of its own metrics' combiners one at a time, in Python, while a Keras metric updates on a batch of
+rows in TensorFlow. And TFMA 0.47's own ``MeanSquaredError`` merges its first accumulator twice, so its value
+depends on how Beam groups the rows. The ``Batched*`` metrics here compute what TFMA's metrics of the same name
+compute (same definitions, same metric names in the results; tests/pipeline/test_tfma_metrics.py checks them
+against the definitions through TFMA's own computations).
 
-TFMA updates a Keras metric eagerly. Keras then hands the metric's ``update_state`` to AutoGraph, which converts it
+They are updated eagerly. Keras then hands the metric's ``update_state`` to AutoGraph, which converts it
 (and the loss function behind it) the first time in every process: several seconds per Evaluator run for functions
 that have no tensor-dependent control flow. Every metric here updates without that conversion; the values are the
 same.

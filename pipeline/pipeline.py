@@ -63,6 +63,7 @@ from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models import keras_metrics
+from pipeline.tfma_metrics import BatchedKerasMetric
 
 # Defaults when pipeline.thresholds does not name a task: a sanity bound only
 # (AUC must beat chance; MSE must beat predicting 0.5 for a [0,1] label), and the
@@ -80,10 +81,10 @@ def _overall_only(**threshold) -> list:
 
 
 def _batched_metric(metric_class: type, name: str, **fields) -> tfma.MetricConfig:
-    """A MetricConfig for one of ``models.keras_metrics`` under ``name`` in the results (TFMA loads it by module and
-    class): a Keras metric, which TFMA updates a batch at a time (that module says why)."""
-    return tfma.MetricConfig(class_name=metric_class.__name__, module=metric_class.__module__,
-                             config=json.dumps({"name": name}), **fields)
+    """A MetricConfig for the ``models.keras_metrics`` metric ``metric_class`` under ``name`` in the results:
+    TFMA computes it with ``pipeline.tfma_metrics.BatchedKerasMetric``, a batch at a time (that module says why)."""
+    return tfma.MetricConfig(class_name=BatchedKerasMetric.__name__, module=BatchedKerasMetric.__module__,
+                             config=json.dumps({"metric": metric_class.__name__, "name": name}), **fields)
 
 
 def _batched_calibration_metrics() -> list[tfma.MetricConfig]:
@@ -109,10 +110,10 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
     rest for the candidate only: TFMA feeds every example to every metric combiner of every
     slice in Python, per model. Without a baseline TFMA scores the one model with every spec.
 
-    The metrics are ``models.keras_metrics`` (Keras metrics under TFMA's metric names), which TFMA
-    updates a batch at a time; TFMA 0.47's own ``MeanSquaredError`` also depends on how Beam
-    groups the rows (it merges its first accumulator twice). Counts and the calibration plot
-    are TFMA's.
+    The metrics are ``models.keras_metrics`` (Keras metrics under TFMA's metric names), fed a
+    batch at a time by ``pipeline.tfma_metrics.BatchedKerasMetric``; TFMA 0.47's own
+    ``MeanSquaredError`` also depends on how Beam groups the rows (it merges its first
+    accumulator twice). Counts and the calibration plot are TFMA's.
     """
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",

@@ -374,13 +374,13 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
     want = cfg.pipeline.thresholds[name]
     change = th.threshold.change_threshold
     if task_type == "binary":
-        assert gated[0].class_name == "BatchedAUC" and json.loads(gated[0].config)["name"] == "auc"
+        assert json.loads(gated[0].config) == {"metric": "BatchedAUC", "name": "auc"}
         assert th.threshold.value_threshold.lower_bound.value == pytest.approx(want.value)
         assert not th.threshold.value_threshold.HasField("upper_bound")
         assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
         assert change.absolute.value == pytest.approx(-want.max_change)
     else:
-        assert gated[0].class_name == "BatchedMeanSquaredError" and json.loads(gated[0].config)["name"] == "mse"
+        assert json.loads(gated[0].config) == {"metric": "BatchedMeanSquaredError", "name": "mse"}
         assert th.threshold.value_threshold.upper_bound.value == pytest.approx(want.value)
         assert not th.threshold.value_threshold.HasField("lower_bound")
         assert change.direction == tfma.MetricDirection.LOWER_IS_BETTER
@@ -395,15 +395,16 @@ def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
     from pipeline.pipeline import eval_config
 
     ec = eval_config(parse_config(tiny_config_dict()))
-    gated = {"ctr": "BatchedAUC", "cvr": "BatchedMeanSquaredError"}
+    gated = {"ctr": "auc", "cvr": "mse"}
     with_baseline = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=True, rubber_stamp=True)
     per_model = {}
     for spec in with_baseline.metrics_specs:
         for model in spec.model_names:
-            per_model.setdefault(model, set()).update((spec.output_names[0], m.class_name) for m in spec.metrics)
+            per_model.setdefault(model, set()).update(
+                (spec.output_names[0], json.loads(m.config or "{}").get("name", m.class_name)) for m in spec.metrics)
     assert per_model[tfma.BASELINE_KEY] == {(t, c) for t, c in gated.items()}
     assert per_model[tfma.CANDIDATE_KEY] > per_model[tfma.BASELINE_KEY]
-    assert ("ctr", "LogLoss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "ExampleCount") in per_model[tfma.CANDIDATE_KEY]
+    assert ("ctr", "logloss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "ExampleCount") in per_model[tfma.CANDIDATE_KEY]
     # the first run (no baseline): TFMA names the one model "" and every spec applies to it
     alone = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=False, rubber_stamp=True)
     assert {tuple(s.model_names) for s in alone.metrics_specs} == {("",)}

@@ -75,3 +75,47 @@ def test_eval_config_metrics_are_their_definitions_however_tfma_merges(groups):
     y, p, w = labels["cvr"], predictions["cvr"], weights["cvr"]
     assert got[("cvr", "mse", True)] == pytest.approx(np.sum(w * (y - p) ** 2) / np.sum(w), rel=1e-5)
     assert got[("cvr", "example_count", False)] == n
+
+
+def test_a_baseline_is_scored_on_its_own_predictions():
+    """With a baseline TFMA's inputs hold predictions per model name: each model's gated metric reads its own."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_specs, metric_types
+
+    from models.config import parse_config
+    from pipeline.pipeline import eval_config
+
+    d = tiny_config_dict()
+    d["pipeline"]["calibration_plot"] = False
+    ec = tfma.utils.update_eval_config_with_defaults(eval_config(parse_config(d)), has_baseline=True, rubber_stamp=True)
+    rng = np.random.default_rng(1)
+    n = 300
+    y = (rng.uniform(size=n) < 0.4).astype("float32")
+    good = np.clip(0.5 * y + rng.uniform(0, 0.5, size=n), 0, 1).astype("float32")
+    noise = rng.uniform(size=n).astype("float32")
+    inputs = [
+        metric_types.StandardMetricInputs(
+            labels={"ctr": np.array([y[i]]), "cvr": np.array([y[i]])},
+            predictions={tfma.CANDIDATE_KEY: {"ctr": np.array([good[i]]), "cvr": np.array([good[i]])},
+                         tfma.BASELINE_KEY: {"ctr": np.array([noise[i]]), "cvr": np.array([noise[i]])}},
+            example_weights={"ctr": np.array([1.0]), "cvr": np.array([1.0])},
+        )
+        for i in range(n)
+    ]
+    got = {}
+    for c in metric_specs.to_computations(ec.metrics_specs, eval_config=ec):
+        if isinstance(c, metric_types.MetricComputation) and all(k.name in ("auc", "mse") for k in c.keys):
+            acc = c.combiner.create_accumulator()
+            for x in inputs:
+                acc = c.combiner.add_input(acc, x)
+            got.update({(k.model_name, k.output_name, k.name): v for k, v in c.combiner.extract_output(acc).items()})
+    assert got[(tfma.CANDIDATE_KEY, "ctr", "auc")] == pytest.approx(roc_auc_score(y, good), abs=1e-4)
+    assert got[(tfma.BASELINE_KEY, "ctr", "auc")] == pytest.approx(roc_auc_score(y, noise), abs=1e-4)
+    assert got[(tfma.BASELINE_KEY, "cvr", "mse")] == pytest.approx(np.mean((y - noise) ** 2), rel=1e-5)
+
+
+def test_an_unknown_batched_metric_is_named_in_the_error():
+    from pipeline.tfma_metrics import BatchedKerasMetric
+
+    with pytest.raises(ValueError, match="models.keras_metrics has no metric class 'BatchedF1'"):
+        BatchedKerasMetric(metric="BatchedF1", name="f1")
