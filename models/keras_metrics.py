@@ -8,7 +8,7 @@ depends on how Beam groups the rows. The ``Batched*`` metrics here compute what 
 compute (same definitions, same metric names in the results; tests/pipeline/test_tfma_metrics.py checks them
 against the definitions through TFMA's own computations).
 
-They are updated eagerly. Keras then hands the metric's ``update_state`` to AutoGraph, which converts it
+They are updated eagerly. Keras then hands the metric's ``update_state`` and ``result`` to AutoGraph, which converts them
 (and the loss function behind it) the first time in every process: several seconds per Evaluator run for functions
 that have no tensor-dependent control flow. Every metric here updates without that conversion; the values are the
 same.
@@ -91,6 +91,7 @@ class BatchedMeanLabel(_WeightedSums):
     def __init__(self, name: str = "mean_label", **kwargs):
         super().__init__(name=name, **kwargs)
 
+    @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.label_sum, self.weight_sum)
 
@@ -101,6 +102,7 @@ class BatchedMeanPrediction(_WeightedSums):
     def __init__(self, name: str = "mean_prediction", **kwargs):
         super().__init__(name=name, **kwargs)
 
+    @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.prediction_sum, self.weight_sum)
 
@@ -112,5 +114,6 @@ class BatchedCalibration(_WeightedSums):
     def __init__(self, name: str = "calibration", **kwargs):
         super().__init__(name=name, **kwargs)
 
+    @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.prediction_sum, self.label_sum)
