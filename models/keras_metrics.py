@@ -117,3 +117,25 @@ class BatchedCalibration(_WeightedSums):
     @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.prediction_sum, self.label_sum)
+
+
+class BatchedExampleCount(tf.keras.metrics.Metric):
+    """Rows, or the sum of ``sample_weight`` when given (TFMA's ``ExampleCount``: weighted by the sample space it
+    counts the task's rows, e.g. CVR's clicked rows)."""
+
+    def __init__(self, name: str = "example_count", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.count = self.add_weight(name="count", initializer="zeros", dtype=tf.float64)
+
+    @tf.autograph.experimental.do_not_convert
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        rows = tf.ones_like(tf.reshape(tf.cast(y_true, tf.float64), [-1]))
+        w = rows if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
+        self.count.assign_add(tf.reduce_sum(w))
+
+    def reset_state(self):
+        self.count.assign(tf.zeros_like(self.count))
+
+    @tf.autograph.experimental.do_not_convert
+    def result(self):
+        return tf.identity(self.count)

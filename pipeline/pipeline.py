@@ -113,7 +113,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
     The metrics are ``models.keras_metrics`` (Keras metrics under TFMA's metric names), fed a
     batch at a time by ``pipeline.tfma_metrics.BatchedKerasMetric``; TFMA 0.47's own
     ``MeanSquaredError`` also depends on how Beam groups the rows (it merges its first
-    accumulator twice). Counts and the calibration plot are TFMA's.
+    accumulator twice). The calibration plot is TFMA's.
     """
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
@@ -152,9 +152,8 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 ),
             )
             metrics = _batched_calibration_metrics()
-        # ExampleCount is weighted by the sample space (TFMA's WeightedExampleCount would be the same number again,
-        # one more combiner per example and slice)
-        metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
+        # the example count is weighted by the sample space (a second, weighted count would be the same number again)
+        metrics.append(_batched_metric(keras_metrics.BatchedExampleCount, "example_count"))
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=[primary]))  # every model (the change threshold)
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics, model_names=[tfma.CANDIDATE_KEY]))
         if task.where_clause is None:
@@ -163,7 +162,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
         specs.append(
             tfma.MetricsSpec(
                 output_names=[task.name],
-                metrics=[tfma.MetricConfig(class_name="ExampleCount")],
+                metrics=[_batched_metric(keras_metrics.BatchedExampleCount, "example_count")],
                 example_weights=tfma.ExampleWeightOptions(unweighted=True),
                 model_names=[tfma.CANDIDATE_KEY],
             )

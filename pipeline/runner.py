@@ -264,7 +264,7 @@ def run_summary(config: ProjectConfig, paths: LocalPaths, push_since_id: int = 0
                 side = "baseline" if k.model_name and "baseline" in k.model_name else "candidate"
                 if k.is_diff:
                     side = "diff"
-                # TFMA computes some metrics (ExampleCount) both weighted and unweighted; the
+                # the example count comes weighted and unweighted (CVR: clicked rows, all rows); the
                 # weighted one (by the task's sample space) keeps the plain name
                 name = k.name + ("_unweighted" if k.HasField("example_weighted") and not k.example_weighted.value else "")
                 metrics.setdefault(k.output_name or "all", {}).setdefault(name, {})[side] = v.double_value.value

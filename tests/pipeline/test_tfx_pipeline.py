@@ -404,7 +404,7 @@ def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
                 (spec.output_names[0], json.loads(m.config or "{}").get("name", m.class_name)) for m in spec.metrics)
     assert per_model[tfma.BASELINE_KEY] == {(t, c) for t, c in gated.items()}
     assert per_model[tfma.CANDIDATE_KEY] > per_model[tfma.BASELINE_KEY]
-    assert ("ctr", "logloss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "ExampleCount") in per_model[tfma.CANDIDATE_KEY]
+    assert ("ctr", "logloss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "example_count") in per_model[tfma.CANDIDATE_KEY]
     # the first run (no baseline): TFMA names the one model "" and every spec applies to it
     alone = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=False, rubber_stamp=True)
     assert {tuple(s.model_names) for s in alone.metrics_specs} == {("",)}
@@ -517,7 +517,8 @@ def test_each_row_count_is_computed_once():
     for s in eval_config(parse_config(tiny_config_dict())).metrics_specs:
         weighted = not (s.HasField("example_weights") and s.example_weights.unweighted)
         for m in s.metrics:
-            if "ExampleCount" in m.class_name:
-                counts.setdefault(s.output_names[0], []).append((m.class_name, weighted))
+            name = json.loads(m.config or "{}").get("name")
+            if name == "example_count":
+                counts.setdefault(s.output_names[0], []).append((name, weighted))
     # the sample-space count per task; the plain row count only beside a filtered sample space (CVR: clicked rows)
-    assert counts == {"ctr": [("ExampleCount", True)], "cvr": [("ExampleCount", True), ("ExampleCount", False)]}
+    assert counts == {"ctr": [("example_count", True)], "cvr": [("example_count", True), ("example_count", False)]}
