@@ -80,19 +80,24 @@ def _overall_only(**threshold) -> list:
     return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))]
 
 
-def _batched_metric(metric_class: type, name: str, **fields) -> tfma.MetricConfig:
-    """A MetricConfig for the ``models.keras_metrics`` metric ``metric_class`` under ``name`` in the results:
-    TFMA computes it with ``pipeline.tfma_metrics.BatchedKerasMetric``, a batch at a time (that module says why)."""
+def _batched_metric(metric_class: type, name: str, *also: tuple[type, str], **fields) -> tfma.MetricConfig:
+    """A MetricConfig for the ``models.keras_metrics`` metric ``metric_class`` under ``name`` in the results, and
+    ``also`` more ``(class, name)`` in the same combiner: TFMA computes them with
+    ``pipeline.tfma_metrics.BatchedKerasMetric``, a batch at a time (that module says why)."""
+    config = {"metric": metric_class.__name__, "name": name}
+    if also:
+        config["also"] = {n: c.__name__ for c, n in also}
     return tfma.MetricConfig(class_name=BatchedKerasMetric.__name__, module=BatchedKerasMetric.__module__,
-                             config=json.dumps({"metric": metric_class.__name__, "name": name}), **fields)
+                             config=json.dumps(config), **fields)
 
 
-def _batched_calibration_metrics() -> list[tfma.MetricConfig]:
-    return [
-        _batched_metric(keras_metrics.BatchedCalibration, "calibration"),
-        _batched_metric(keras_metrics.BatchedMeanLabel, "mean_label"),
-        _batched_metric(keras_metrics.BatchedMeanPrediction, "mean_prediction"),
-    ]
+_CALIBRATION_METRICS = (
+    (keras_metrics.BatchedCalibration, "calibration"),
+    (keras_metrics.BatchedMeanLabel, "mean_label"),
+    (keras_metrics.BatchedMeanPrediction, "mean_prediction"),
+    # weighted by the sample space (a second, weighted count would be the same number again)
+    (keras_metrics.BatchedExampleCount, "example_count"),
+)
 
 
 def slice_feature(column: str) -> str:
@@ -136,7 +141,8 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                     ),
                 ),
             )
-            metrics = [_batched_metric(keras_metrics.LogLoss, "logloss"), *_batched_calibration_metrics()]
+            # the candidate's other metrics: one combiner, one pass over the examples
+            metrics = [_batched_metric(keras_metrics.LogLoss, "logloss", *_CALIBRATION_METRICS)]
             if config.pipeline.calibration_plot:
                 metrics.append(tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'))
         else:
@@ -151,9 +157,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                     ),
                 ),
             )
-            metrics = _batched_calibration_metrics()
-        # the example count is weighted by the sample space (a second, weighted count would be the same number again)
-        metrics.append(_batched_metric(keras_metrics.BatchedExampleCount, "example_count"))
+            metrics = [_batched_metric(*_CALIBRATION_METRICS[0], *_CALIBRATION_METRICS[1:])]
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=[primary]))  # every model (the change threshold)
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics, model_names=[tfma.CANDIDATE_KEY]))
         if task.where_clause is None:

@@ -33,21 +33,27 @@ BATCH_ROWS = 1000
 
 class BatchedKerasMetric(tfma.metrics.Metric):
     """TFMA metric ``name`` computed by the Keras metric ``models.keras_metrics.<metric>`` over
-    ``[rows]`` labels, predictions and (sample-space) example weights of one output.
+    ``[rows]`` labels, predictions and (sample-space) example weights of one output; ``also``
+    (``{name: metric class}``) adds more metrics computed by the same combiner, from the same
+    pass over the examples.
 
     Config (as ``tfma.MetricConfig(class_name="BatchedKerasMetric", module=__name__,
-    config='{"metric": "BatchedAUC", "name": "auc"}')``): thresholds and results use ``name``.
+    config='{"metric": "BatchedAUC", "name": "auc"}')``): thresholds refer to ``name``; every
+    metric's result is under its own name.
     """
 
-    def __init__(self, metric: str, name: str):
-        if not isinstance(getattr(keras_metrics, metric, None), type):
-            raise ValueError(f"BatchedKerasMetric: models.keras_metrics has no metric class {metric!r}")
-        super().__init__(metric_util.merge_per_key_computations(_computations), metric=metric, name=name)
+    def __init__(self, metric: str, name: str, also: Optional[dict] = None):
+        also = dict(also or {})
+        for n, m in {name: metric, **also}.items():
+            if not isinstance(getattr(keras_metrics, m, None), type):
+                raise ValueError(f"BatchedKerasMetric {n!r}: models.keras_metrics has no metric class {m!r}")
+        super().__init__(metric_util.merge_per_key_computations(_computations), metric=metric, name=name, also=also)
 
 
 def _computations(
     metric: str,
     name: str,
+    also: Optional[dict] = None,
     eval_config: Optional[tfma.EvalConfig] = None,
     model_name: str = "",
     output_name: str = "",
@@ -59,10 +65,11 @@ def _computations(
     if sub_key is not None or aggregation_type is not None or class_weights:
         raise ValueError(f"BatchedKerasMetric {name!r}: one value per example and output only "
                          "(no sub keys, aggregation or class weights)")
-    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                                 example_weighted=example_weighted)
-    return [metric_types.MetricComputation(keys=[key], preprocessors=None,
-                                           combiner=_BatchedKerasCombiner(key, metric))]
+    metrics = {name: metric, **(also or {})}
+    keys = [metric_types.MetricKey(name=n, model_name=model_name, output_name=output_name,
+                                   example_weighted=example_weighted) for n in metrics]
+    return [metric_types.MetricComputation(keys=keys, preprocessors=None,
+                                           combiner=_BatchedKerasCombiner(keys, list(metrics.values())))]
 
 
 @dataclasses.dataclass
@@ -70,7 +77,7 @@ class _Accumulator:
     labels: list = dataclasses.field(default_factory=list)
     predictions: list = dataclasses.field(default_factory=list)
     weights: list = dataclasses.field(default_factory=list)
-    state: Optional[list] = None  # the Keras metric's weights after the flushed rows (None: no row yet)
+    state: Optional[list] = None  # per metric, its Keras weights after the flushed rows (None: no row yet)
 
 
 def _of(values: Any, model_name: str, output_name: str) -> np.ndarray:
@@ -82,34 +89,39 @@ def _of(values: Any, model_name: str, output_name: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1)
 
 
-class _BatchedKerasCombiner(beam.CombineFn):
-    def __init__(self, key: metric_types.MetricKey, metric: str):
-        self._key = key
-        self._metric_name = metric
-        self._metric = None  # built per process (Keras objects are not pickled with the combiner)
+def _added(a: Optional[list], b: list) -> list:
+    return b if a is None else [[x + y for x, y in zip(wa, wb)] for wa, wb in zip(a, b)]
 
-    def _keras(self):
-        if self._metric is None:
-            self._metric = getattr(keras_metrics, self._metric_name)(name=self._key.name)
-        return self._metric
+
+class _BatchedKerasCombiner(beam.CombineFn):
+    def __init__(self, keys: list, metrics: list):
+        self._keys = keys
+        self._metric_classes = metrics
+        self._metrics = None  # built per process (Keras objects are not pickled with the combiner)
+
+    def _keras(self) -> list:
+        if self._metrics is None:
+            self._metrics = [getattr(keras_metrics, m)(name=k.name) for k, m in zip(self._keys, self._metric_classes)]
+        return self._metrics
 
     def setup(self):
         self._keras()
 
     def __getstate__(self):
-        return {**self.__dict__, "_metric": None}
+        return {**self.__dict__, "_metrics": None}
 
     def create_accumulator(self) -> _Accumulator:
         return _Accumulator()
 
     def add_input(self, acc: _Accumulator, element: metric_types.StandardMetricInputs) -> _Accumulator:
-        model, output = self._key.model_name, self._key.output_name
-        acc.labels.append(_of(element.label, model, output))
-        acc.predictions.append(_of(element.prediction, model, output))
-        if self._key.example_weighted and element.example_weight is not None:
-            acc.weights.append(_of(element.example_weight, model, output))
-        else:
-            acc.weights.append(np.ones_like(acc.labels[-1]))
+        key = self._keys[0]
+        model, output = key.model_name, key.output_name
+        # the extracts' dicts read directly (TFMA's accessors walk general key paths: ~half of this call)
+        labels = _of(element.get(tfma.constants.LABELS_KEY), model, output)
+        acc.labels.append(labels)
+        acc.predictions.append(_of(element.get(tfma.constants.PREDICTIONS_KEY), model, output))
+        weights = element.get(tfma.constants.EXAMPLE_WEIGHTS_KEY) if key.example_weighted else None
+        acc.weights.append(np.ones_like(labels) if weights is None else _of(weights, model, output))
         if len(acc.labels) >= BATCH_ROWS:
             self._flush(acc)
         return acc
@@ -117,13 +129,14 @@ class _BatchedKerasCombiner(beam.CombineFn):
     def _flush(self, acc: _Accumulator) -> None:
         if not acc.labels:
             return
-        m = self._keras()
-        m.reset_state()
         # [rows, 1], as TFMA's Keras wrapper passes them (Keras losses reduce over the last axis)
-        m.update_state(np.concatenate(acc.labels)[:, None], np.concatenate(acc.predictions)[:, None],
-                       sample_weight=np.concatenate(acc.weights)[:, None])
-        weights = m.get_weights()
-        acc.state = weights if acc.state is None else [a + b for a, b in zip(acc.state, weights)]
+        y, p, w = (np.concatenate(a)[:, None] for a in (acc.labels, acc.predictions, acc.weights))
+        state = []
+        for m in self._keras():
+            m.reset_state()
+            m.update_state(y, p, sample_weight=w)
+            state.append(m.get_weights())
+        acc.state = _added(acc.state, state)
         acc.labels, acc.predictions, acc.weights = [], [], []
 
     def merge_accumulators(self, accumulators: Iterable[_Accumulator]) -> _Accumulator:
@@ -131,7 +144,7 @@ class _BatchedKerasCombiner(beam.CombineFn):
         for acc in accumulators:
             self._flush(acc)
             if acc.state is not None:
-                merged.state = acc.state if merged.state is None else [a + b for a, b in zip(merged.state, acc.state)]
+                merged.state = _added(merged.state, acc.state)
         return merged
 
     def compact(self, acc: _Accumulator) -> _Accumulator:
@@ -141,10 +154,12 @@ class _BatchedKerasCombiner(beam.CombineFn):
     def extract_output(self, acc: _Accumulator) -> metric_types.MetricsDict:
         self._flush(acc)
         if acc.state is None:
-            return {self._key: float("nan")}
-        m = self._keras()
-        m.set_weights(acc.state)
-        return {self._key: float(m.result().numpy())}
+            return {k: float("nan") for k in self._keys}
+        out = {}
+        for k, m, weights in zip(self._keys, self._keras(), acc.state):
+            m.set_weights(weights)
+            out[k] = float(m.result().numpy())
+        return out
 
 
 metric_types.register_metric(BatchedKerasMetric)

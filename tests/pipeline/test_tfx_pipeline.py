@@ -388,6 +388,12 @@ def test_eval_config_thresholds_on_overall_slice_and_weights(task_type):
     assert {tuple(s.feature_keys) for s in ec.slicing_specs} == {(), ("slice__page",), ("duration_bucket",)}
 
 
+def _metric_names(m) -> list[str]:
+    """The result names of one MetricConfig of eval_config (a batched one may compute several)."""
+    config = json.loads(m.config or "{}")
+    return [config.get("name", m.class_name), *config.get("also", {})]
+
+
 def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
     import tensorflow_model_analysis as tfma
 
@@ -400,8 +406,7 @@ def test_eval_config_scores_only_the_gated_metrics_of_a_baseline():
     per_model = {}
     for spec in with_baseline.metrics_specs:
         for model in spec.model_names:
-            per_model.setdefault(model, set()).update(
-                (spec.output_names[0], json.loads(m.config or "{}").get("name", m.class_name)) for m in spec.metrics)
+            per_model.setdefault(model, set()).update((spec.output_names[0], n) for m in spec.metrics for n in _metric_names(m))
     assert per_model[tfma.BASELINE_KEY] == {(t, c) for t, c in gated.items()}
     assert per_model[tfma.CANDIDATE_KEY] > per_model[tfma.BASELINE_KEY]
     assert ("ctr", "logloss") in per_model[tfma.CANDIDATE_KEY] and ("cvr", "example_count") in per_model[tfma.CANDIDATE_KEY]
@@ -517,8 +522,7 @@ def test_each_row_count_is_computed_once():
     for s in eval_config(parse_config(tiny_config_dict())).metrics_specs:
         weighted = not (s.HasField("example_weights") and s.example_weights.unweighted)
         for m in s.metrics:
-            name = json.loads(m.config or "{}").get("name")
-            if name == "example_count":
-                counts.setdefault(s.output_names[0], []).append((name, weighted))
+            if "example_count" in _metric_names(m):
+                counts.setdefault(s.output_names[0], []).append(("example_count", weighted))
     # the sample-space count per task; the plain row count only beside a filtered sample space (CVR: clicked rows)
     assert counts == {"ctr": [("example_count", True)], "cvr": [("example_count", True), ("example_count", False)]}
