@@ -8,8 +8,8 @@ models and three slices it was the largest part of the Evaluator's time (52 of 1
 eval rows, one process, cProfile of ``benchmarks/evaluator.py --baseline``). Our outputs are one
 probability or value per example and task, labels and weights come from the model's
 ``transform_features`` signature, so this combiner reads the three arrays by model and output name
-and appends them to a buffer; every 1,000 rows the Keras metric updates on the buffer in
-TensorFlow, as TFMA's Keras wrapper does.
+and appends them to a buffer; every 1,000 rows its Keras metrics update on the buffer in
+TensorFlow, as TFMA's Keras wrapper does. A task's metrics can share one combiner (``also``).
 
 Every metric of ``models.keras_metrics`` keeps additive state (counts, sums, confusion counts at
 fixed thresholds), so accumulators merge by adding the Keras metric's weights, in any grouping.
@@ -89,8 +89,11 @@ def _of(values: Any, model_name: str, output_name: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1)
 
 
-def _added(a: Optional[list], b: list) -> list:
-    return b if a is None else [[x + y for x, y in zip(wa, wb)] for wa, wb in zip(a, b)]
+def _added(a: Optional[list], b: Optional[list]) -> Optional[list]:
+    """Per metric, the sum of two states (lists of the metric's Keras weights); None is no row yet."""
+    if a is None or b is None:
+        return b if a is None else a
+    return [[x + y for x, y in zip(wa, wb)] for wa, wb in zip(a, b)]
 
 
 class _BatchedKerasCombiner(beam.CombineFn):
@@ -126,9 +129,11 @@ class _BatchedKerasCombiner(beam.CombineFn):
             self._flush(acc)
         return acc
 
-    def _flush(self, acc: _Accumulator) -> None:
+    def _state(self, acc: _Accumulator) -> Optional[list]:
+        """The metrics' state after every row of ``acc``, buffered ones included; ``acc`` is left as it is (Beam
+        lets merge_accumulators and extract_output read, not change, what they are given)."""
         if not acc.labels:
-            return
+            return acc.state
         # [rows, 1], as TFMA's Keras wrapper passes them (Keras losses reduce over the last axis)
         y, p, w = (np.concatenate(a)[:, None] for a in (acc.labels, acc.predictions, acc.weights))
         state = []
@@ -136,15 +141,16 @@ class _BatchedKerasCombiner(beam.CombineFn):
             m.reset_state()
             m.update_state(y, p, sample_weight=w)
             state.append(m.get_weights())
-        acc.state = _added(acc.state, state)
+        return _added(acc.state, state)
+
+    def _flush(self, acc: _Accumulator) -> None:
+        acc.state = self._state(acc)
         acc.labels, acc.predictions, acc.weights = [], [], []
 
     def merge_accumulators(self, accumulators: Iterable[_Accumulator]) -> _Accumulator:
         merged = _Accumulator()
         for acc in accumulators:
-            self._flush(acc)
-            if acc.state is not None:
-                merged.state = _added(merged.state, acc.state)
+            merged.state = _added(merged.state, self._state(acc))
         return merged
 
     def compact(self, acc: _Accumulator) -> _Accumulator:
@@ -152,11 +158,11 @@ class _BatchedKerasCombiner(beam.CombineFn):
         return acc
 
     def extract_output(self, acc: _Accumulator) -> metric_types.MetricsDict:
-        self._flush(acc)
-        if acc.state is None:
+        state = self._state(acc)
+        if state is None:
             return {k: float("nan") for k in self._keys}
         out = {}
-        for k, m, weights in zip(self._keys, self._keras(), acc.state):
+        for k, m, weights in zip(self._keys, self._keras(), state):
             m.set_weights(weights)
             out[k] = float(m.result().numpy())
         return out
