@@ -34,21 +34,17 @@ def _newest(pattern: str) -> str:
     return found[-1]
 
 
-def overall_metrics(evaluation_uri: str) -> str:
-    """``output/metric[/model] = value`` lines of the overall slice of a TFMA evaluation, sorted."""
-    import tensorflow_model_analysis as tfma
+def overall_lines(evaluation_uri: str) -> str:
+    """``output/metric side = value`` lines of the overall slice of a TFMA evaluation (as the run summary reads
+    it), sorted."""
+    from pipeline.runner import overall_metrics
 
-    lines = []
-    for sliced in tfma.load_metrics(evaluation_uri):
-        if sliced.slice_key.single_slice_keys:
-            continue
-        for kv in sliced.metric_keys_and_values:
-            k, v = kv.key, kv.value
-            if v.HasField("double_value"):
-                model = f"/{k.model_name}" if k.model_name else ""
-                diff = " (diff)" if k.is_diff else ""
-                lines.append(f"  {k.output_name}/{k.name}{model}{diff} = {v.double_value.value:.6f}")
-    return "\n".join(sorted(lines))
+    return "\n".join(sorted(
+        f"  {output}/{name} {side} = {value:.6f}"
+        for output, by_name in overall_metrics(evaluation_uri).items()
+        for name, sides in by_name.items()
+        for side, value in sides.items()
+    ))
 
 
 @click.command()
@@ -95,7 +91,7 @@ def main(home, config_path, baseline, examples_uri, model_uri, beam_args):
         print(f"Evaluator on {examples.uri}/Split-eval, model {model.uri}, baseline {baseline}, "
               f"beam args {shown(args)}: {seconds:.1f} s")
         # the overall slice's values, to check that an eval_config change computes the same numbers
-        print(overall_metrics(evaluation.uri))
+        print(overall_lines(evaluation.uri))
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

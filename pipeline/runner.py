@@ -235,6 +235,30 @@ def metadata_store(path: str | Path):
     return mlmd.MetadataStore(cc)
 
 
+def overall_metrics(evaluation_uri: str) -> dict:
+    """The overall slice of a TFMA evaluation: ``{output: {metric: {side: value}}}``, side ``candidate``,
+    ``baseline`` or ``diff`` (candidate minus baseline); numbers only (plots are left out)."""
+    import tensorflow_model_analysis as tfma
+
+    metrics: dict = {}
+    for rec in tfma.load_metrics(evaluation_uri):
+        if rec.slice_key.single_slice_keys:
+            continue  # overall slice only
+        for key_and_value in rec.metric_keys_and_values:
+            k = key_and_value.key
+            v = key_and_value.value
+            if not v.HasField("double_value"):
+                continue
+            side = "baseline" if k.model_name and "baseline" in k.model_name else "candidate"
+            if k.is_diff:
+                side = "diff"
+            # the example count comes weighted and unweighted (CVR: clicked rows, all rows); the
+            # weighted one (by the task's sample space) keeps the plain name
+            name = k.name + ("_unweighted" if k.HasField("example_weighted") and not k.example_weighted.value else "")
+            metrics.setdefault(k.output_name or "all", {}).setdefault(name, {})[side] = v.double_value.value
+    return metrics
+
+
 def run_summary(config: ProjectConfig, paths: LocalPaths, push_since_id: int = 0) -> dict:
     """Read MLMD and the artifacts of the latest run: metrics, blessing, masks, push.
 
@@ -252,23 +276,7 @@ def run_summary(config: ProjectConfig, paths: LocalPaths, push_since_id: int = 0
     evaluation = _latest(store, "ModelEvaluation")
     if evaluation is not None:
         out["evaluation_uri"] = evaluation.uri
-        metrics: dict = {}
-        for rec in tfma.load_metrics(evaluation.uri):
-            if rec.slice_key.single_slice_keys:
-                continue  # overall slice only in the summary
-            for key_and_value in rec.metric_keys_and_values:
-                k = key_and_value.key
-                v = key_and_value.value
-                if not v.HasField("double_value"):
-                    continue
-                side = "baseline" if k.model_name and "baseline" in k.model_name else "candidate"
-                if k.is_diff:
-                    side = "diff"
-                # the example count comes weighted and unweighted (CVR: clicked rows, all rows); the
-                # weighted one (by the task's sample space) keeps the plain name
-                name = k.name + ("_unweighted" if k.HasField("example_weighted") and not k.example_weighted.value else "")
-                metrics.setdefault(k.output_name or "all", {}).setdefault(name, {})[side] = v.double_value.value
-        out["metrics"] = metrics
+        out["metrics"] = overall_metrics(evaluation.uri)
         try:
             vr = tfma.load_validation_result(evaluation.uri)
             out["validation_ok"] = bool(vr.validation_ok)
