@@ -62,8 +62,8 @@ class BatchedMeanSquaredError(tf.keras.metrics.MeanSquaredError):
 
 
 class _WeightedSums(tf.keras.metrics.Metric):
-    """Running ``sum(w * y_true)``, ``sum(w * y_pred)`` and ``sum(w)`` (float64: a day's eval split is ~10^5 rows);
-    subclasses say which ratio of them is the result."""
+    """Running ``sum(w * y_true)``, ``sum(w * y_pred)`` and ``sum(w)`` (``w`` = 1 without ``sample_weight``; float64:
+    a day's eval split is ~10^5 rows); subclasses say which of them, or which ratio, is the result."""
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -119,23 +119,13 @@ class BatchedCalibration(_WeightedSums):
         return tf.math.divide_no_nan(self.prediction_sum, self.label_sum)
 
 
-class BatchedExampleCount(tf.keras.metrics.Metric):
-    """Rows, or the sum of ``sample_weight`` when given (TFMA's ``ExampleCount``: weighted by the sample space it
-    counts the task's rows, e.g. CVR's clicked rows)."""
+class BatchedExampleCount(_WeightedSums):
+    """Rows, or the sum of ``sample_weight`` when given ``sum(w)`` (TFMA's ``ExampleCount``: weighted by the sample
+    space it counts the task's rows, e.g. CVR's clicked rows)."""
 
     def __init__(self, name: str = "example_count", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.count = self.add_weight(name="count", initializer="zeros", dtype=tf.float64)
-
-    @tf.autograph.experimental.do_not_convert
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        rows = tf.ones_like(tf.reshape(tf.cast(y_true, tf.float64), [-1]))
-        w = rows if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
-        self.count.assign_add(tf.reduce_sum(w))
-
-    def reset_state(self):
-        self.count.assign(tf.zeros_like(self.count))
 
     @tf.autograph.experimental.do_not_convert
     def result(self):
-        return tf.identity(self.count)
+        return tf.identity(self.weight_sum)

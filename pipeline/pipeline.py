@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from typing import Sequence
 
 import tensorflow_model_analysis as tfma
 # tfx.v1's namespace is not imported: it pulls in the Google Cloud AI Platform extensions (importing this module
@@ -80,10 +81,11 @@ def _overall_only(**threshold) -> list:
     return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=tfma.MetricThreshold(**threshold))]
 
 
-def _batched_metric(metric_class: type, name: str, *also: tuple[type, str], **fields) -> tfma.MetricConfig:
-    """A MetricConfig for the ``models.keras_metrics`` metric ``metric_class`` under ``name`` in the results, and
-    ``also`` more ``(class, name)`` in the same combiner: TFMA computes them with
-    ``pipeline.tfma_metrics.BatchedKerasMetric``, a batch at a time (that module says why)."""
+def _batched_metric(metrics: Sequence[tuple[type, str]], **fields) -> tfma.MetricConfig:
+    """A MetricConfig for ``models.keras_metrics`` metrics, ``(class, name in the results)``, computed by one
+    combiner (one pass over the examples) of ``pipeline.tfma_metrics.BatchedKerasMetric``, a batch at a time (that
+    module says why); thresholds in ``fields`` refer to the first."""
+    (metric_class, name), *also = metrics
     config = {"metric": metric_class.__name__, "name": name}
     if also:
         config["also"] = {n: c.__name__ for c, n in also}
@@ -91,12 +93,13 @@ def _batched_metric(metric_class: type, name: str, *also: tuple[type, str], **fi
                              config=json.dumps(config), **fields)
 
 
-_CALIBRATION_METRICS = (
+_EXAMPLE_COUNT = (keras_metrics.BatchedExampleCount, "example_count")
+# the candidate's metrics of every task beside its gated one and its type's own
+_CANDIDATE_METRICS = (
     (keras_metrics.BatchedCalibration, "calibration"),
     (keras_metrics.BatchedMeanLabel, "mean_label"),
     (keras_metrics.BatchedMeanPrediction, "mean_prediction"),
-    # weighted by the sample space (a second, weighted count would be the same number again)
-    (keras_metrics.BatchedExampleCount, "example_count"),
+    _EXAMPLE_COUNT,  # weighted by the sample space (a second, weighted count would be the same number again)
 )
 
 
@@ -133,7 +136,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
             lo = th.value if th and th.value is not None else DEFAULT_AUC_MIN
             drop = th.max_change if th and th.max_change is not None else DEFAULT_AUC_MAX_DROP
             primary = _batched_metric(
-                keras_metrics.BatchedAUC, "auc",
+                [(keras_metrics.BatchedAUC, "auc")],
                 per_slice_thresholds=_overall_only(
                     value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lo}),
                     change_threshold=tfma.GenericChangeThreshold(
@@ -142,14 +145,14 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                 ),
             )
             # the candidate's other metrics: one combiner, one pass over the examples
-            metrics = [_batched_metric(keras_metrics.LogLoss, "logloss", *_CALIBRATION_METRICS)]
+            metrics = [_batched_metric([(keras_metrics.LogLoss, "logloss"), *_CANDIDATE_METRICS])]
             if config.pipeline.calibration_plot:
                 metrics.append(tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'))
         else:
             hi = th.value if th and th.value is not None else DEFAULT_MSE_MAX
             rise = th.max_change if th and th.max_change is not None else DEFAULT_MSE_MAX_RISE
             primary = _batched_metric(
-                keras_metrics.BatchedMeanSquaredError, "mse",
+                [(keras_metrics.BatchedMeanSquaredError, "mse")],
                 per_slice_thresholds=_overall_only(
                     value_threshold=tfma.GenericValueThreshold(upper_bound={"value": hi}),
                     change_threshold=tfma.GenericChangeThreshold(
@@ -157,7 +160,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
                     ),
                 ),
             )
-            metrics = [_batched_metric(*_CALIBRATION_METRICS[0], *_CALIBRATION_METRICS[1:])]
+            metrics = [_batched_metric(_CANDIDATE_METRICS)]
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=[primary]))  # every model (the change threshold)
         specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics, model_names=[tfma.CANDIDATE_KEY]))
         if task.where_clause is None:
@@ -166,7 +169,7 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
         specs.append(
             tfma.MetricsSpec(
                 output_names=[task.name],
-                metrics=[_batched_metric(keras_metrics.BatchedExampleCount, "example_count")],
+                metrics=[_batched_metric([_EXAMPLE_COUNT])],
                 example_weights=tfma.ExampleWeightOptions(unweighted=True),
                 model_names=[tfma.CANDIDATE_KEY],
             )

@@ -37,7 +37,7 @@ def _tfma_results(config, labels, predictions, weights, groups: int) -> dict:
             accumulators[i % groups] = combiner.add_input(accumulators[i % groups], x)
         merged = combiner.merge_accumulators(accumulators)
         results.update(combiner.extract_output(combiner.compact(merged)))
-    for d in derived:  # AUC & co are derived from their combiners' outputs
+    for d in derived:  # a TFMA metric of its own (none at the moment) may derive its value from combiner outputs
         results.update(d.result(results))
     return {(k.output_name, k.name, k.example_weighted): v for k, v in results.items()
             if isinstance(k, metric_types.MetricKey) and not isinstance(k, metric_types.PlotKey)
