@@ -3,18 +3,23 @@
 TFX 1.16's stock Parquet executor converts rows with ``example_gen.utils.dict_to_example``,
 which writes an *empty* feature for every falsy value — ``click = 0``, ``watch_seconds = 0``,
 ``hour = 0`` all become missing, and ExampleValidator then (rightly) reports the columns as
-not always present. This executor converts only ``None`` / NaN to a missing value.
+not always present. This executor converts only ``None`` / NaN to a missing value, and hands
+the records to ``components.block_example_gen`` a block (a Parquet record batch) at a time.
 """
 
 import math
-import os
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import tensorflow as tf
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
-from tfx.types import standard_component_specs
+from tfx.dsl.io import fileio
+
+from components.block_example_gen import Block, BlockExampleGenExecutor, split_files
+
+BATCH_ROWS = 65536  # rows per block read from a file
 
 
 def row_to_example(row: Dict[str, Any]) -> tf.train.Example:
@@ -37,14 +42,29 @@ def row_to_example(row: Dict[str, Any]) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+def example_blocks(indexed_path: Tuple[int, str]) -> Iterator[Block]:
+    """(file index, path) -> ((file index, batch index), serialized examples) for each record batch of the file."""
+    index, path = indexed_path
+    try:
+        if "://" in path:  # gs://, s3://...: through TFX's file I/O, the whole file in memory
+            with fileio.open(path, "rb") as f:
+                source = pa.BufferReader(f.read())
+        else:
+            source = path
+        for i, batch in enumerate(pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS)):
+            yield (index, i), [row_to_example(r).SerializeToString(deterministic=True) for r in batch.to_pylist()]
+    except (pa.ArrowException, OSError) as e:  # not Parquet, truncated...: name the file
+        raise ValueError(f"{path}: {e}") from None
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _ParquetToExample(pipeline, exec_properties: Dict[str, Any], split_pattern: str):  # noqa: N802 (Beam naming)
-    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-    return pipeline | "ReadFromParquet" >> beam.io.ReadFromParquet(pattern) | "ToTFExample" >> beam.Map(row_to_example)
+def _ParquetToExampleBlocks(pipeline, exec_properties: Dict[str, Any], split_pattern: str):  # noqa: N802 (Beam naming)
+    files = split_files(exec_properties, split_pattern)
+    return (pipeline | "CreateFilenames" >> beam.Create(list(enumerate(files)))
+            | "ToTFExamples" >> beam.FlatMap(example_blocks))
 
 
-class Executor(BaseExampleGenExecutor):
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
-        return _ParquetToExample
+class Executor(BlockExampleGenExecutor):
+    def GetInputSourceToBlocksPTransform(self) -> beam.PTransform:  # noqa: N802 (TFX naming)
+        return _ParquetToExampleBlocks

@@ -388,11 +388,11 @@ class PipelineConfig(_Strict):
     # reading, statistics and Transform than worker processes, which pay start-up and cross-process transfer
     beam_args: list[str] = Field(default_factory=lambda: ["--direct_num_workers=1"])
     # more Beam args for one stage (ExampleGen, StatisticsGen, Transform, Evaluator), after beam_args (the later
-    # flag wins). By default the Evaluator (per-example model and metric work) runs on 2 worker processes, and so
-    # does ExampleGen: it writes one file per worker, and a worker reads whole files (GZIP does not split), so
-    # with a one-file eval split the Evaluator's second worker would idle (97.7 s vs 71.5 s on make run's data)
+    # flag wins). By default the Evaluator (per-example model and metric work) runs on 2 worker processes; it reads
+    # whole files (GZIP does not split), and ExampleGen writes each split as one file per input file, so both
+    # workers have files to read
     stage_beam_args: dict[str, list[str]] = Field(default_factory=lambda: {
-        stage: ["--direct_running_mode=multi_processing", "--direct_num_workers=2"] for stage in ("ExampleGen", "Evaluator")
+        "Evaluator": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     })
     # a local run whose input logs hold at least `large_input_mb` MB runs every Beam stage with
     # `large_input_beam_args` too (after beam_args, before stage_beam_args). Worker processes cost a start-up that

@@ -30,7 +30,8 @@ DAY2 = (
 )
 
 
-def _run(executor_cls, data_root, out_dir, pattern="*/*.csv"):
+def run_example_gen(executor_cls, data_root, out_dir, pattern="*/*.csv"):
+    """Run an ExampleGen executor (train: 2 hash buckets, eval: 1); split -> sorted records, and the raw ones."""
     examples = standard_artifacts.Examples()
     examples.uri = str(out_dir)
     split = example_gen_pb2.SplitConfig(
@@ -64,8 +65,8 @@ def _write(root, files):
 
 def test_same_examples_in_the_same_splits_as_the_stock_executor(tmp_path):
     _write(tmp_path / "logs", {"20260101": DAY1, "20260102": DAY2})
-    ours = _run(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
-    theirs = _run(stock.Executor, tmp_path / "logs", tmp_path / "stock")
+    ours = run_example_gen(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
+    theirs = run_example_gen(stock.Executor, tmp_path / "logs", tmp_path / "stock")
     assert len(ours["train"]) + len(ours["eval"]) == 6
     assert ours["train"] == theirs["train"] and ours["eval"] == theirs["eval"]
     # the records are written in deterministic form (the bytes ExampleGen hashed to choose the split)
@@ -85,8 +86,8 @@ def test_same_examples_in_the_same_splits_as_the_stock_executor(tmp_path):
 
 def test_the_same_bytes_on_every_run(tmp_path):
     _write(tmp_path / "logs", {"20260101": DAY1 * 20})
-    first = _run(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "a")
-    again = _run(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "b")
+    first = run_example_gen(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "a")
+    again = run_example_gen(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "b")
     assert first["train_raw"] == again["train_raw"] and first["eval_raw"] == again["eval_raw"]
 
 
@@ -111,7 +112,7 @@ def test_column_type_is_the_highest_cell_type(cells, expected):
 def test_a_ragged_row_names_the_file(tmp_path):
     _write(tmp_path / "logs", {"20260101": DAY1 + "7,1,2\n"})
     with pytest.raises(Exception, match=r"20260101/part-00000\.csv.*Expected 8 columns, got 3"):
-        _run(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
+        run_example_gen(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
 
 
 def test_files_with_different_headers_are_refused(tmp_path):
@@ -119,5 +120,5 @@ def test_files_with_different_headers_are_refused(tmp_path):
     (tmp_path / "logs" / "20260102").mkdir()
     (tmp_path / "logs" / "20260102" / "part-00000.csv").write_text("id,count\n1,2\n")
     with pytest.raises(RuntimeError, match="different header.*20260102"):
-        _run(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
+        run_example_gen(csv_example_gen.Executor, tmp_path / "logs", tmp_path / "ours")
 
