@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.beam_executor import run_beam_executor  # noqa: E402 - after the path
 
 EXECUTORS = {
-    "StatisticsGen": "tfx.components.statistics_gen.executor.Executor",
+    "StatisticsGen": "components.statistics_gen.Executor",  # what the pipeline runs (pipeline.pipeline)
     "Transform": "components.transform_cache.Executor",  # what the pipeline runs (pipeline.pipeline)
     "Evaluator": "tfx.components.evaluator.executor.Executor",
 }

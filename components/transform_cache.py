@@ -34,6 +34,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils
 
+from components.block_tfxio import block_reading
 from components.resolvers import CACHE_END_SPAN, span_of
 
 CACHE_KEY = "ncs_cache_key"
@@ -73,7 +74,8 @@ def trusted_caches(caches: List[types.Artifact], key: str) -> List[types.Artifac
 
 
 class Executor(transform_executor.Executor):
-    """TFX's Transform executor, with the cache checks described in the module doc."""
+    """TFX's Transform executor, with the cache checks described in the module doc, reading its examples a batch
+    of records per Beam element (``components.block_tfxio``)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -83,7 +85,8 @@ class Executor(transform_executor.Executor):
         if caches:
             inputs[specs.ANALYZER_CACHE_KEY] = caches
             logging.info("Transform: reusing the analyzer cache at %s", caches[0].uri)
-        super().Do(inputs, output_dict, exec_properties)
+        with block_reading():
+            super().Do(inputs, output_dict, exec_properties)
         spans = [span_of(a) for a in input_dict.get(specs.EXAMPLES_KEY, []) if a.has_custom_property("span")]
         for artifact in output_dict.get(specs.UPDATED_ANALYZER_CACHE_KEY, []) or []:
             # stamped only after the analysis finished and wrote the cache

@@ -55,6 +55,7 @@ from tfx.types.channel import Channel
 
 from components import csv_example_gen as csv_executor
 from components import parquet_example_gen as parquet_executor
+from components import statistics_gen as statistics_gen_executor
 from components.atomic_pusher import atomic_pusher
 from components.resolvers import EarlierAnalyzerCache, ValidatedSpanWindow
 from components.definitions import MaskSearch, MaskedTrainer, ServingSmokeCheck
@@ -275,7 +276,9 @@ def create_pipeline(
         return component.with_beam_pipeline_args(list(args)) if args else component
 
     example_gen = stage(_example_gen(config, data_root, daily), "ExampleGen")
-    statistics_gen = stage(StatisticsGen(examples=example_gen.outputs["examples"]), "StatisticsGen")
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen.executor_spec = executor_spec.BeamExecutorSpec(statistics_gen_executor.Executor)  # block reads
+    statistics_gen = stage(statistics_gen, "StatisticsGen")
     if schema_path:
         schema_gen = ImportSchemaGen(schema_file=schema_path)
     else:
