@@ -38,6 +38,7 @@ from tfx.utils import proto_utils
 
 BlockId = Tuple[int, int]  # (input file index, block index in the file): orders a shard's blocks
 Block = Tuple[BlockId, List[bytes]]
+INCOMPLETE_DIR = ".incomplete"  # shards being written, beside the Split-<name> folders; removed at the end
 
 
 def split_files(exec_properties: Dict[str, Any], split_pattern: str) -> List[str]:
@@ -47,6 +48,10 @@ def split_files(exec_properties: Dict[str, Any], split_pattern: str) -> List[str
     if not files:
         raise RuntimeError(f"Split pattern {pattern} does not match any files.")
     return files
+
+
+def _incomplete_dir(split_uri: str) -> str:
+    return os.path.join(os.path.dirname(split_uri), INCOMPLETE_DIR)
 
 
 def shard_file(split_uri: str, shard: int, shards: int) -> str:
@@ -78,7 +83,8 @@ def assign_rows(block: Block, split_names: List[str], buckets: List[int] | None,
 def write_shard(keyed: Tuple[Tuple[str, int], Iterable[Block]], split_uris: Dict[str, str], shards: int) -> Tuple[str, int]:
     """One shard's blocks -> one GZIP TFRecord file (rows in a seeded random order); (split, rows written).
 
-    Written under a temporary name and renamed, so a file under its final name is always complete.
+    Written under a temporary name outside the split's folder (readers glob ``Split-<name>/*``) and renamed, so a
+    file in the split is always complete, even when a worker dies mid-write and the runner retries the shard.
     """
     import tensorflow as tf
 
@@ -86,7 +92,8 @@ def write_shard(keyed: Tuple[Tuple[str, int], Iterable[Block]], split_uris: Dict
     rows = [r for _, block_rows in sorted(blocks, key=lambda b: b[0]) for r in block_rows]
     order = np.random.default_rng([sorted(split_uris).index(split), shard]).permutation(len(rows))
     path = shard_file(split_uris[split], shard, shards)
-    tmp = path + ".tmp"
+    tmp = os.path.join(_incomplete_dir(split_uris[split]), f"{split}-{os.path.basename(path)}")
+    fileio.makedirs(os.path.dirname(tmp))
     with tf.io.TFRecordWriter(tmp, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
         for i in order.tolist():
             writer.write(rows[i])
@@ -167,6 +174,9 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
                 | "WriteShards" >> beam.Map(write_shard, split_uris, shards)
             )
 
+        incomplete = _incomplete_dir(next(iter(split_uris.values())))
+        if fileio.exists(incomplete):
+            fileio.rmtree(incomplete)
         # a split no row fell into still gets a (empty) file, as the stock writer leaves one
         import tensorflow as tf
 

@@ -47,6 +47,7 @@ def test_a_split_is_one_shuffled_file_per_input_file_and_the_same_bytes_every_ru
             # rows of every day in each shard, not in the files' order: shuffled across the split as Reshuffle does
             assert {i // 200 for i in ids} == {0, 1, 2} and ids != sorted(ids)
     assert sorted(seen) == list(range(600))
+    assert sorted(os.listdir(tmp_path / "a")) == ["Split-eval", "Split-train"]  # no shard left half-written
 
 
 def test_a_split_no_row_falls_into_still_has_a_file(tmp_path):
