@@ -14,8 +14,8 @@ What it keeps from the stock executor: the same records in the same splits (the 
 ``_PartitionFn``, so ``partition_feature_name`` works as documented), GZIP TFRecords under ``Split-<name>/``,
 the artifact's split names, payload and file format properties. What it changes: rows are shuffled across the
 whole split as ``Reshuffle`` does, but deterministically (the same input gives the same files, byte for byte),
-and a split is written as one file per input file (``data_tfrecord-SSSSS-of-NNNNN.gz``), so a shard holds about
-one input file's rows in a worker's memory while it is written.
+and a split is written as one file per input file, at least ``MIN_SHARDS`` (``data_tfrecord-SSSSS-of-NNNNN.gz``),
+so a shard holds at most about one input file's rows in a worker's memory while it is written.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ from tfx.utils import proto_utils
 
 BlockId = Tuple[int, int]  # (input file index, block index in the file): orders a shard's blocks
 Block = Tuple[BlockId, List[bytes]]
+# a split is at least this many files: a later stage's workers each read whole files (GZIP does not split), so a
+# one-file day must not leave the Evaluator's second worker idle
+MIN_SHARDS = 4
 INCOMPLETE_DIR = ".incomplete"  # shards being written, beside the Split-<name> folders; removed at the end
 
 
@@ -157,7 +160,7 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
             routes = [(input_config.splits[0].pattern, split_names, buckets)]
         else:  # one output split per input split
             routes = [(s.pattern, [name], None) for s, name in zip(input_config.splits, split_names)]
-        shards = max(max(len(self.input_files(exec_properties, pattern)), 1) for pattern, _, _ in routes)
+        shards = max(max(len(self.input_files(exec_properties, pattern)), MIN_SHARDS) for pattern, _, _ in routes)
 
         with self._make_beam_pipeline() as pipeline:
             keyed = []

@@ -389,7 +389,7 @@ class PipelineConfig(_Strict):
     beam_args: list[str] = Field(default_factory=lambda: ["--direct_num_workers=1"])
     # more Beam args for one stage (ExampleGen, StatisticsGen, Transform, Evaluator), after beam_args (the later
     # flag wins). By default the Evaluator (per-example model and metric work) runs on 2 worker processes; it reads
-    # whole files (GZIP does not split), and ExampleGen writes each split as one file per input file, so both
+    # whole files (GZIP does not split), and ExampleGen writes each split as one file per input file (at least 4), so both
     # workers have files to read
     stage_beam_args: dict[str, list[str]] = Field(default_factory=lambda: {
         "Evaluator": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
