@@ -36,8 +36,11 @@ def read_batches(path: str, batch_size: int) -> Iterator[List[bytes]]:
     import tensorflow as tf
 
     dataset = tf.data.TFRecordDataset([path], compression_type=_compression(path)).batch(batch_size)
-    for batch in dataset.as_numpy_iterator():
-        yield batch.tolist()
+    try:
+        for batch in dataset.as_numpy_iterator():
+            yield batch.tolist()
+    except tf.errors.OpError as e:  # truncated or corrupt: name the file (TF's message may not)
+        raise ValueError(f"{path}: {e.message}") from None
 
 
 class BlockTFExampleRecord(tf_example_record.TFExampleRecord):

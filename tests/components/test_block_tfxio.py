@@ -103,3 +103,10 @@ def test_statistics_gen_computes_what_tfx_statistics_gen_computes(split_dir, tmp
     ours, theirs = run(statistics_gen.Executor, "ours"), run(stock_statistics_gen.Executor, "stock")
     assert ours.datasets[0].num_examples == 700
     assert ours == theirs
+
+
+def test_a_corrupt_file_is_named(split_dir, tmp_path):
+    bad = split_dir / "data_tfrecord-00001-of-00003.gz"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    with pytest.raises(Exception, match=r"data_tfrecord-00001-of-00003\.gz"):
+        _rows(BlockTFExampleRecord(str(split_dir / "*")), tmp_path / "rows")
