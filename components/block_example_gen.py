@@ -27,6 +27,8 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import tensorflow as tf
 from tfx.components.example_gen import base_example_gen_executor as base
 from tfx.components.example_gen import utils
 from tfx.components.example_gen import write_split
@@ -55,6 +57,19 @@ def split_files(exec_properties: Dict[str, Any], split_pattern: str) -> List[str
 
 def _incomplete_dir(split_uri: str) -> str:
     return os.path.join(os.path.dirname(split_uri), INCOMPLETE_DIR)
+
+
+def arrow_source(path: str):
+    """What Arrow's readers open for ``path``: the path of a local file; a remote one (gs://, s3://...) read
+    through TFX's file I/O, whole, into memory (as TFX's stock executors read it)."""
+    if "://" not in path:
+        return path
+    with fileio.open(path, "rb") as f:
+        return pa.BufferReader(f.read())
+
+
+def _gzip_writer(path: str) -> tf.io.TFRecordWriter:
+    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP"))
 
 
 def shard_file(split_uri: str, shard: int, shards: int) -> str:
@@ -89,15 +104,13 @@ def write_shard(keyed: Tuple[Tuple[str, int], Iterable[Block]], split_uris: Dict
     Written under a temporary name outside the split's folder (readers glob ``Split-<name>/*``) and renamed, so a
     file in the split is always complete, even when a worker dies mid-write and the runner retries the shard.
     """
-    import tensorflow as tf
-
     (split, shard), blocks = keyed
     rows = [r for _, block_rows in sorted(blocks, key=lambda b: b[0]) for r in block_rows]
     order = np.random.default_rng([sorted(split_uris).index(split), shard]).permutation(len(rows))
     path = shard_file(split_uris[split], shard, shards)
     tmp = os.path.join(_incomplete_dir(split_uris[split]), f"{split}-{os.path.basename(path)}")
     fileio.makedirs(os.path.dirname(tmp))
-    with tf.io.TFRecordWriter(tmp, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+    with _gzip_writer(tmp) as writer:
         for i in order.tolist():
             writer.write(rows[i])
     fileio.rename(tmp, path, overwrite=True)
@@ -109,16 +122,13 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
 
     Subclasses implement ``GetInputSourceToBlocksPTransform``: a ``beam.ptransform_fn`` taking
     ``(pipeline, exec_properties, split_pattern)`` and returning a PCollection of ``(block id, [record bytes])``,
-    block ids unique and ordered by (file, position in the file); ``split_files`` lists a pattern's files.
+    block ids unique and ordered by (file, position in the file); ``split_files`` lists a pattern's files (one
+    output shard each, at least ``MIN_SHARDS``) and ``arrow_source`` opens one for Arrow's readers.
     """
 
     @abc.abstractmethod
     def GetInputSourceToBlocksPTransform(self) -> beam.PTransform:  # noqa: N802 (TFX naming)
         """The PTransform from (pipeline, exec_properties, split_pattern) to blocks of serialized records."""
-
-    def input_files(self, exec_properties: Dict[str, Any], split_pattern: str) -> List[str]:
-        """The input files of a split pattern (sorted): one output shard each."""
-        return split_files(exec_properties, split_pattern)
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         """The records one at a time, for callers of the base class's ``GenerateExamplesByBeam``."""
@@ -160,7 +170,7 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
             routes = [(input_config.splits[0].pattern, split_names, buckets)]
         else:  # one output split per input split
             routes = [(s.pattern, [name], None) for s, name in zip(input_config.splits, split_names)]
-        shards = max(max(len(self.input_files(exec_properties, pattern)), MIN_SHARDS) for pattern, _, _ in routes)
+        shards = max(max(len(split_files(exec_properties, pattern)), MIN_SHARDS) for pattern, _, _ in routes)
 
         with self._make_beam_pipeline() as pipeline:
             keyed = []
@@ -181,11 +191,9 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
         if fileio.exists(incomplete):
             fileio.rmtree(incomplete)
         # a split no row fell into still gets a (empty) file, as the stock writer leaves one
-        import tensorflow as tf
-
-        for split, uri in split_uris.items():
+        for uri in split_uris.values():
             if not fileio.glob(os.path.join(uri, "*.gz")):
-                with tf.io.TFRecordWriter(shard_file(uri, 0, 1), tf.io.TFRecordOptions(compression_type="GZIP")):
+                with _gzip_writer(shard_file(uri, 0, 1)):
                     pass
 
         payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)

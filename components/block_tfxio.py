@@ -66,10 +66,7 @@ class BlockTFExampleRecord(tf_example_record.TFExampleRecord):
         return beam.ptransform_fn(_source)()
 
     def _ProjectImpl(self, tensor_names: List[str]) -> "BlockTFExampleRecord":
-        projected = super()._ProjectImpl(tensor_names)
-        return BlockTFExampleRecord(file_pattern=self._file_pattern, schema=projected._schema,
-                                    raw_record_column_name=self.raw_record_column_name,
-                                    telemetry_descriptors=self.telemetry_descriptors)
+        return block_reader_of(super()._ProjectImpl(tensor_names))
 
 
 def block_reader_of(tfxio):

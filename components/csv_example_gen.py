@@ -32,11 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
-from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 from tfx_bsl.coders import example_coder
 
-from components.block_example_gen import Block, BlockExampleGenExecutor, split_files
+from components.block_example_gen import Block, BlockExampleGenExecutor, arrow_source, split_files
 
 # rows per block handed to the encoder: bounds the memory of a worker, not the size of a file
 BLOCK_BYTES = 8 << 20
@@ -122,13 +121,8 @@ def _batches(path: str, column_names: List[str]) -> Iterator[pa.RecordBatch]:
         convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in column_names}, null_values=[""],
                                               strings_can_be_null=True, quoted_strings_can_be_null=True),
     )
-    if "://" in path:  # gs://, s3://...: read through TFX's file I/O (whole file in memory) as the stock executor
-        with fileio.open(path, "rb") as f:
-            source = pa.BufferReader(f.read())
-    else:
-        source = path
     try:
-        yield from pa_csv.open_csv(source, **options)
+        yield from pa_csv.open_csv(arrow_source(path), **options)
     except pa.ArrowInvalid as e:  # a ragged row, text that is not UTF-8...: name the file
         raise ValueError(f"{path}: {e}") from None
 

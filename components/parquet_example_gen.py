@@ -15,9 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
-from tfx.dsl.io import fileio
 
-from components.block_example_gen import Block, BlockExampleGenExecutor, split_files
+from components.block_example_gen import Block, BlockExampleGenExecutor, arrow_source, split_files
 
 BATCH_ROWS = 65536  # rows per block read from a file
 
@@ -46,12 +45,7 @@ def example_blocks(indexed_path: Tuple[int, str]) -> Iterator[Block]:
     """(file index, path) -> ((file index, batch index), serialized examples) for each record batch of the file."""
     index, path = indexed_path
     try:
-        if "://" in path:  # gs://, s3://...: through TFX's file I/O, the whole file in memory
-            with fileio.open(path, "rb") as f:
-                source = pa.BufferReader(f.read())
-        else:
-            source = path
-        for i, batch in enumerate(pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS)):
+        for i, batch in enumerate(pq.ParquetFile(arrow_source(path)).iter_batches(batch_size=BATCH_ROWS)):
             yield (index, i), [row_to_example(r).SerializeToString(deterministic=True) for r in batch.to_pylist()]
     except (pa.ArrowException, OSError) as e:  # not Parquet, truncated...: name the file
         raise ValueError(f"{path}: {e}") from None
