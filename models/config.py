@@ -387,17 +387,15 @@ class PipelineConfig(_Strict):
     # Beam args of every Beam stage; the default runs them in this process (one DirectRunner worker): faster for
     # reading, statistics and Transform than worker processes, which pay start-up and cross-process transfer
     beam_args: list[str] = Field(default_factory=lambda: ["--direct_num_workers=1"])
-    # more Beam args for one stage (ExampleGen, StatisticsGen, Transform, Evaluator), after beam_args (the later
-    # flag wins). By default the Evaluator (per-example model and metric work) runs on 2 worker processes; it reads
-    # whole files (GZIP does not split), and ExampleGen writes each split as one file per input file (at least 4), so both
-    # workers have files to read
-    stage_beam_args: dict[str, list[str]] = Field(default_factory=lambda: {
-        "Evaluator": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-    })
+    # more Beam args for one stage (ExampleGen, StatisticsGen, Transform, Evaluator), after beam_args and the
+    # large-input args (the later flag wins); none by default
+    stage_beam_args: dict[str, list[str]] = Field(default_factory=dict)
     # a local run whose input logs hold at least `large_input_mb` MB runs every Beam stage with
     # `large_input_beam_args` too (after beam_args, before stage_beam_args). Worker processes cost a start-up that
-    # in-process stages do not pay, and pay back on large inputs: StatisticsGen 117.6 s in-process vs 82.4 s on 2
-    # workers on a 1M-row day (82 MB of CSV), 29 vs 37 s on 200,000 rows (40 MB); the crossover is near 64 MB.
+    # in-process stages do not pay, and pay back on large inputs: the Evaluator (candidate + baseline) 151.7 s
+    # in-process vs 102.1 s on 2 workers on a 1M-row day (82 MB of CSV, 100,000 eval rows), 39.1-41.3 vs 42.9 s on
+    # 200,000 rows (40 MB); Transform 196.9 vs 140.7 s on the 1M day. ExampleGen writes each split as one file per
+    # input file (at least 4), so both workers have files to read (GZIP files do not split).
     # null: never. `ncs compile` (Kubeflow) cannot see the input: the args there are beam_args + stage_beam_args.
     large_input_mb: Optional[float] = Field(default=64.0, gt=0)
     large_input_beam_args: list[str] = Field(

@@ -6,7 +6,8 @@ slice to each of its own metrics' combiners one at a time, in Python, while a Ke
 rows in TensorFlow. And TFMA 0.47's own ``MeanSquaredError`` merges its first accumulator twice, so its value
 depends on how Beam groups the rows. The ``Batched*`` metrics here compute what TFMA's metrics of the same name
 compute (same definitions, same metric names in the results; tests/pipeline/test_tfma_metrics.py checks them
-against the definitions through TFMA's own computations).
+against the definitions through TFMA's own computations), and ``CalibrationHistogram`` the buckets of TFMA's
+``CalibrationPlot`` (checked against TFMA's plot there).
 
 They are updated eagerly. Keras then hands the metric's ``update_state`` and ``result`` to AutoGraph, which converts them
 (and the loss function behind it) the first time in every process: several seconds per Evaluator run for functions
@@ -14,7 +15,8 @@ that have no tensor-dependent control flow. Every metric here updates without th
 same.
 
 All metrics take ``y_true`` and ``y_pred`` ``[B]`` or ``[B, 1]`` and an optional ``sample_weight`` of the same
-shape (the task's sample-space weight), and are scalars.
+shape (the task's sample-space weight), and are scalars, except ``CalibrationHistogram`` (a calibration plot's
+data, a table per bucket).
 """
 
 from __future__ import annotations
@@ -129,3 +131,57 @@ class BatchedExampleCount(_WeightedSums):
     @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.identity(self.weight_sum)
+
+
+# TFMA's calibration histogram first sorts predictions into this many fine buckets, then a plot re-bins them
+TFMA_CALIBRATION_FINE_BUCKETS = 10_000
+
+
+class CalibrationHistogram(tf.keras.metrics.Metric):
+    """Calibration plot data (TFMA's ``CalibrationPlot``): per prediction bucket, ``sum(w * y_true)``,
+    ``sum(w * y_pred)`` and ``sum(w)``, float64.
+
+    The buckets are TFMA's: ``[-inf, left)``, ``num_buckets`` equal intervals between ``left`` and ``right``, and
+    ``[right, inf)`` (``bucket_edges()``); a prediction is placed as TFMA places it — first into one of 10,000 fine
+    buckets, whose lower edge then picks the plot's bucket — so a prediction on an edge lands in the same bucket.
+    ``result()`` is ``[num_buckets + 2, 3]``, not a scalar: the only non-scalar metric here.
+    """
+
+    def __init__(self, name: str = "calibration_plot", num_buckets: int = 20, left: float = 0.0, right: float = 1.0,
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        if num_buckets < 1 or not right > left:
+            raise ValueError(f"CalibrationHistogram {name!r}: needs num_buckets >= 1 and right > left, got "
+                             f"{num_buckets}, [{left}, {right}]")
+        self.num_buckets, self.left, self.right = int(num_buckets), float(left), float(right)
+        self.sums = self.add_weight(name="sums", shape=(self.num_buckets + 2, 3), initializer="zeros",
+                                    dtype=tf.float64)
+
+    def bucket_edges(self) -> list[float]:
+        """Lower edges of the buckets, ``-inf`` first (the last bucket has no upper edge)."""
+        span = self.right - self.left  # TFMA's arithmetic, to the last bit (a prediction on an edge)
+        return [float("-inf")] + [self.left + i * span / self.num_buckets for i in range(self.num_buckets + 1)]
+
+    @tf.autograph.experimental.do_not_convert
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.reshape(tf.cast(y_true, tf.float64), [-1])
+        y_pred = tf.reshape(tf.cast(y_pred, tf.float64), [-1])
+        w = tf.ones_like(y_true) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
+        n, span = TFMA_CALIBRATION_FINE_BUCKETS, self.right - self.left
+        # the fine bucket and its lower edge, in TFMA's arithmetic (calibration_histogram._bucket_index, rebin)
+        fine = tf.clip_by_value(tf.floor((y_pred - self.left) / span * n + 1.0), 0.0, n + 1.0)
+        edge = (fine - 1.0) / n * span + self.left
+        edge = tf.where(fine <= 0.0, -float("inf"), tf.where(fine >= n + 1.0, float("inf"), edge))
+        bucket = tf.searchsorted(tf.constant(self.bucket_edges(), tf.float64), edge, side="right") - 1
+        rows = tf.stack([w * y_true, w * y_pred, w], axis=1)
+        self.sums.assign_add(tf.math.unsorted_segment_sum(rows, bucket, self.num_buckets + 2))
+
+    def reset_state(self):
+        self.sums.assign(tf.zeros_like(self.sums))
+
+    @tf.autograph.experimental.do_not_convert
+    def result(self):
+        return tf.identity(self.sums)
+
+    def get_config(self):
+        return {**super().get_config(), "num_buckets": self.num_buckets, "left": self.left, "right": self.right}

@@ -65,7 +65,7 @@ from components.types import TaskMasks, ValidatedSpan
 from components.validation_gate import ValidationGate
 from models.config import SPARSE_VARIANTS, ProjectConfig
 from models import keras_metrics
-from pipeline.tfma_metrics import BatchedKerasMetric
+from pipeline.tfma_metrics import BatchedCalibrationPlot, BatchedKerasMetric
 
 # Defaults when pipeline.thresholds does not name a task: a sanity bound only
 # (AUC must beat chance; MSE must beat predicting 0.5 for a [0,1] label), and the
@@ -122,7 +122,8 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
     The metrics are ``models.keras_metrics`` (Keras metrics under TFMA's metric names), fed a
     batch at a time by ``pipeline.tfma_metrics.BatchedKerasMetric``; TFMA 0.47's own
     ``MeanSquaredError`` also depends on how Beam groups the rows (it merges its first
-    accumulator twice). The calibration plot is TFMA's.
+    accumulator twice). The calibration plot is TFMA's
+    ``CalibrationPlot``, computed a batch at a time too (``BatchedCalibrationPlot``).
     """
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
@@ -148,7 +149,9 @@ def eval_config(config: ProjectConfig) -> tfma.EvalConfig:
             # the candidate's other metrics: one combiner, one pass over the examples
             metrics = [_batched_metric([(keras_metrics.LogLoss, "logloss"), *_CANDIDATE_METRICS])]
             if config.pipeline.calibration_plot:
-                metrics.append(tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20}'))
+                # TFMA's CalibrationPlot, a batch of rows at a time (pipeline.tfma_metrics says why)
+                metrics.append(tfma.MetricConfig(class_name=BatchedCalibrationPlot.__name__,
+                                                 module=BatchedCalibrationPlot.__module__, config='{"num_buckets": 20}'))
         else:
             hi = th.value if th and th.value is not None else DEFAULT_MSE_MAX
             rise = th.max_change if th and th.max_change is not None else DEFAULT_MSE_MAX_RISE

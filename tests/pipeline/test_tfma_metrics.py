@@ -119,3 +119,57 @@ def test_an_unknown_batched_metric_is_named_in_the_error():
 
     with pytest.raises(ValueError, match="models.keras_metrics has no metric class 'BatchedF1'"):
         BatchedKerasMetric(metric="BatchedF1", name="f1")
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_batched_calibration_plot_is_tfma_calibration_plot(groups):
+    """Same buckets, same sums as TFMA's own CalibrationPlot, predictions on bucket edges and at 0 and 1 included,
+    however the rows are grouped into accumulators."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_specs, metric_types
+
+    from pipeline.tfma_metrics import BatchedCalibrationPlot
+
+    rng = np.random.default_rng(2)
+    n = 2500  # more than one flush of BATCH_ROWS
+    edges = np.array([0.0, 0.05, 0.1, 0.35, 0.5, 0.95, 1.0], "float32")
+    p = np.concatenate([rng.uniform(size=n - 2 * len(edges)).astype("float32"), edges, np.nextafter(edges, 2)])
+    y = (rng.uniform(size=n) < p).astype("float32")
+    w = (rng.uniform(size=n) < 0.7).astype("float32")
+    ec = tfma.EvalConfig(model_specs=[tfma.ModelSpec(example_weight_key="w")], metrics_specs=[tfma.MetricsSpec(
+        metrics=[tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 20, "name": "tfma"}'),
+                 tfma.MetricConfig(class_name=BatchedCalibrationPlot.__name__, module=BatchedCalibrationPlot.__module__,
+                                   config='{"num_buckets": 20}')])])
+    ec = tfma.utils.update_eval_config_with_defaults(ec, has_baseline=False, rubber_stamp=True)
+    inputs = [metric_types.StandardMetricInputs(labels=np.array([y[i]]), predictions=np.array([p[i]]),
+                                                example_weights=np.array([w[i]])) for i in range(n)]
+    results, derived = {}, []
+    for c in metric_specs.to_computations(ec.metrics_specs, eval_config=ec):
+        if not isinstance(c, metric_types.MetricComputation):
+            derived.append(c)
+            continue
+        c.combiner.setup()
+        accumulators = [c.combiner.create_accumulator() for _ in range(groups)]
+        for i, x in enumerate(inputs):
+            accumulators[i % groups] = c.combiner.add_input(accumulators[i % groups], x)
+        results.update(c.combiner.extract_output(c.combiner.compact(c.combiner.merge_accumulators(accumulators))))
+    for d in derived:
+        results.update(d.result(results))
+    plots = {k.name: v for k, v in results.items() if isinstance(k, metric_types.PlotKey) and k.example_weighted}
+    ours, theirs = plots["calibration_plot"], plots["tfma"]
+    assert len(ours.buckets) == len(theirs.buckets) == 22  # [-inf, 0), 20 between 0 and 1, [1, inf)
+    for a, b in zip(ours.buckets, theirs.buckets):
+        assert (a.lower_threshold_inclusive, a.upper_threshold_exclusive) == (
+            b.lower_threshold_inclusive, b.upper_threshold_exclusive)
+        assert a.num_weighted_examples.value == pytest.approx(b.num_weighted_examples.value, abs=1e-9)
+        assert a.total_weighted_label.value == pytest.approx(b.total_weighted_label.value, abs=1e-9)
+        assert a.total_weighted_refined_prediction.value == pytest.approx(
+            b.total_weighted_refined_prediction.value, rel=1e-9, abs=1e-9)
+    assert sum(b.num_weighted_examples.value for b in ours.buckets) == pytest.approx(w.sum())
+
+
+def test_a_calibration_plot_without_buckets_is_refused():
+    from pipeline.tfma_metrics import BatchedCalibrationPlot
+
+    with pytest.raises(ValueError, match="needs num_buckets >= 1 and right > left"):
+        BatchedCalibrationPlot(num_buckets=0)

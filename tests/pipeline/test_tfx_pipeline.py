@@ -506,10 +506,10 @@ def test_calibration_plot_is_computed_only_when_asked():
 
     def plots(d):
         return [m.class_name for s in eval_config(parse_config(d)).metrics_specs for m in s.metrics
-                if m.class_name == "CalibrationPlot"]
+                if m.class_name == "BatchedCalibrationPlot"]
 
     d = tiny_config_dict()
-    assert plots(d) == ["CalibrationPlot"]  # the binary task only
+    assert plots(d) == ["BatchedCalibrationPlot"]  # the binary task only
     d["pipeline"]["calibration_plot"] = False
     assert plots(d) == []
 
