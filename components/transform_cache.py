@@ -35,6 +35,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils
 
 from components.block_tfxio import block_reading
+from components.block_write import block_writing
 from components.resolvers import CACHE_END_SPAN, span_of
 
 CACHE_KEY = "ncs_cache_key"
@@ -75,7 +76,8 @@ def trusted_caches(caches: List[types.Artifact], key: str) -> List[types.Artifac
 
 class Executor(transform_executor.Executor):
     """TFX's Transform executor, with the cache checks described in the module doc, reading its examples a batch
-    of records per Beam element (``components.block_tfxio``)."""
+    of records per Beam element (``components.block_tfxio``) and writing them a batch at a time
+    (``components.block_write``)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -85,7 +87,7 @@ class Executor(transform_executor.Executor):
         if caches:
             inputs[specs.ANALYZER_CACHE_KEY] = caches
             logging.info("Transform: reusing the analyzer cache at %s", caches[0].uri)
-        with block_reading():
+        with block_reading(), block_writing():
             super().Do(inputs, output_dict, exec_properties)
         spans = [span_of(a) for a in input_dict.get(specs.EXAMPLES_KEY, []) if a.has_custom_property("span")]
         for artifact in output_dict.get(specs.UPDATED_ANALYZER_CACHE_KEY, []) or []:
