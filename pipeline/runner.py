@@ -127,8 +127,9 @@ def run_local(config: ProjectConfig, data_root: str, paths: LocalPaths, schema_p
         input_mb = input_megabytes(config, data_root, daily.day if daily else None, daily=daily is not None)
         stage_args = config.pipeline.stage_beam_args_for(input_mb)
         if config.pipeline.is_large_input(input_mb):
-            logging.info("input logs %.0f MB >= pipeline.large_input_mb %s: every Beam stage also gets %s", input_mb,
-                         config.pipeline.large_input_mb, " ".join(config.pipeline.large_input_beam_args))
+            logging.info("input logs %.0f MB >= pipeline.large_input_mb %s: %s also get %s", input_mb,
+                         config.pipeline.large_input_mb, ", ".join(config.pipeline.large_input_stages),
+                         " ".join(config.pipeline.large_input_beam_args))
     beam_args = local_beam_args(beam_args if beam_args is not None else config.pipeline.beam_args, paths.home)
     p = create_pipeline(
         config,

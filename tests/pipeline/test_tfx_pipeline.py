@@ -297,7 +297,7 @@ def test_stage_beam_args_follow_the_pipeline_args_of_their_stage_only(tmp_path):
         parse_config(d)
 
 
-def test_large_inputs_run_every_beam_stage_on_the_large_input_args(tmp_path):
+def test_large_inputs_run_the_large_input_stages_on_the_large_input_args(tmp_path):
     from models.config import BEAM_STAGES, parse_config
     from pipeline.runner import input_megabytes
 
@@ -309,12 +309,20 @@ def test_large_inputs_run_every_beam_stage_on_the_large_input_args(tmp_path):
     own = {s: a for s, a in pc.stage_beam_args.items() if a}
     assert pc.stage_beam_args_for(None) == pc.stage_beam_args_for(pc.large_input_mb - 0.1) == own
     large = pc.stage_beam_args_for(pc.large_input_mb)
-    assert set(large) == set(BEAM_STAGES)
-    for s in BEAM_STAGES:  # the large-input args first, so a stage's own flag still wins
+    assert set(large) == set(pc.large_input_stages) == {"ExampleGen", "Transform", "Evaluator"}
+    for s in pc.large_input_stages:  # the large-input args first, so a stage's own flag still wins
         assert large[s] == [*extra, *pc.stage_beam_args.get(s, [])]
         assert pc.beam_args_of(s, pc.large_input_mb) == [*pc.beam_args, *large[s]]
+    assert pc.beam_args_of("StatisticsGen", 1e9) == pc.beam_args  # in-process at any size by default
+    d["pipeline"]["stage_beam_args"] = {"StatisticsGen": ["--x=1"]}
+    d["pipeline"]["large_input_stages"] = list(BEAM_STAGES)
+    assert parse_config(d).pipeline.stage_beam_args_for(1e9)["StatisticsGen"] == [*extra, "--x=1"]
+    d["pipeline"]["large_input_stages"] = ["Trainer"]
+    with pytest.raises(Exception, match=r"unknown stage\(s\) \['Trainer'\]"):
+        parse_config(d)
+    d["pipeline"]["large_input_stages"] = list(BEAM_STAGES)
     d["pipeline"]["large_input_mb"] = None
-    assert parse_config(d).pipeline.stage_beam_args_for(1e9) == own
+    assert parse_config(d).pipeline.stage_beam_args_for(1e9) == parse_config(d).pipeline.stage_beam_args_for(None)
 
     mib = 2**20
     for day, sizes in (("20260101", [mib]), ("20260102", [2 * mib, mib])):
