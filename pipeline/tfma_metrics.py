@@ -55,6 +55,7 @@ def _computations(
     metric: str,
     name: str,
     also: Optional[dict] = None,
+    plot: Optional[dict] = None,
     eval_config: Optional[tfma.EvalConfig] = None,
     model_name: str = "",
     output_name: str = "",
@@ -63,9 +64,15 @@ def _computations(
     class_weights: Optional[dict] = None,
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
+    """``metric`` (and ``also``) under MetricKeys, or with ``plot`` (the Keras metric's keyword arguments) one plot
+    under a PlotKey; one combiner."""
     if sub_key is not None or aggregation_type is not None or class_weights:
-        raise ValueError(f"BatchedKerasMetric {name!r}: one value per example and output only "
-                         "(no sub keys, aggregation or class weights)")
+        raise ValueError(f"{name!r}: one value per example and output only (no sub keys, aggregation or class weights)")
+    if plot is not None:
+        keys = [metric_types.PlotKey(name=name, model_name=model_name, output_name=output_name,
+                                     example_weighted=example_weighted)]
+        return [metric_types.MetricComputation(keys=keys, preprocessors=None,
+                                               combiner=_BatchedKerasCombiner(keys, [metric], plot))]
     metrics = {name: metric, **(also or {})}
     keys = [metric_types.MetricKey(name=n, model_name=model_name, output_name=output_name,
                                    example_weighted=example_weighted) for n in metrics]
@@ -171,12 +178,16 @@ class _BatchedKerasCombiner(beam.CombineFn):
 
     def extract_output(self, acc: _Accumulator) -> metric_types.MetricsDict:
         state = self._state(acc)
-        if state is None:
-            return {k: float("nan") for k in self._keys}
         out = {}
-        for k, m, weights in zip(self._keys, self._keras(), state):
-            m.set_weights(weights)
-            out[k] = _plot(m) if isinstance(k, metric_types.PlotKey) else float(m.result().numpy())
+        for i, (k, m) in enumerate(zip(self._keys, self._keras())):
+            if state is None:  # no row: a metric is undefined, a plot has empty buckets
+                m.reset_state()
+            else:
+                m.set_weights(state[i])
+            if isinstance(k, metric_types.PlotKey):
+                out[k] = _plot(m)
+            else:
+                out[k] = float("nan") if state is None else float(m.result().numpy())
         return out
 
 
@@ -191,32 +202,13 @@ class BatchedCalibrationPlot(tfma.metrics.Metric):
     """
 
     def __init__(self, num_buckets: int = 20, left: float = 0.0, right: float = 1.0, name: str = "calibration_plot"):
-        keras_metrics.CalibrationHistogram(num_buckets=num_buckets, left=left, right=right)  # bad settings fail here
-        super().__init__(metric_util.merge_per_key_computations(_plot_computations), num_buckets=num_buckets,
-                         left=left, right=right, name=name)
+        plot = dict(num_buckets=num_buckets, left=left, right=right)
+        keras_metrics.CalibrationHistogram(**plot)  # bad settings fail here
+        super().__init__(metric_util.merge_per_key_computations(_computations),
+                         metric=keras_metrics.CalibrationHistogram.__name__, name=name, plot=plot)
 
-
-def _plot_computations(
-    num_buckets: int,
-    left: float,
-    right: float,
-    name: str,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_name: str = "",
-    output_name: str = "",
-    sub_key: Optional[metric_types.SubKey] = None,
-    aggregation_type: Optional[metric_types.AggregationType] = None,
-    class_weights: Optional[dict] = None,
-    example_weighted: bool = False,
-) -> metric_types.MetricComputations:
-    if sub_key is not None or aggregation_type is not None or class_weights:
-        raise ValueError(f"BatchedCalibrationPlot {name!r}: one value per example and output only "
-                         "(no sub keys, aggregation or class weights)")
-    key = metric_types.PlotKey(name=name, model_name=model_name, output_name=output_name,
-                               example_weighted=example_weighted)
-    combiner = _BatchedKerasCombiner([key], [keras_metrics.CalibrationHistogram.__name__],
-                                     dict(num_buckets=num_buckets, left=left, right=right))
-    return [metric_types.MetricComputation(keys=[key], preprocessors=None, combiner=combiner)]
+    def get_config(self) -> dict:
+        return {**self.kwargs["plot"], "name": self.kwargs["name"]}
 
 
 def _plot(histogram: "keras_metrics.CalibrationHistogram") -> metrics_for_slice_pb2.CalibrationHistogramBuckets:

@@ -173,3 +173,19 @@ def test_a_calibration_plot_without_buckets_is_refused():
 
     with pytest.raises(ValueError, match="needs num_buckets >= 1 and right > left"):
         BatchedCalibrationPlot(num_buckets=0)
+
+
+def test_a_slice_without_rows_has_nan_metrics_and_an_empty_plot():
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from pipeline.tfma_metrics import BatchedCalibrationPlot, BatchedKerasMetric
+
+    for metric in (BatchedKerasMetric(metric="BatchedMeanLabel", name="mean_label"), BatchedCalibrationPlot()):
+        (computation,) = metric.computations(example_weighted=True)
+        combiner = computation.combiner
+        combiner.setup()
+        (value,) = combiner.extract_output(combiner.create_accumulator()).values()
+        if isinstance(computation.keys[0], metric_types.PlotKey):
+            assert len(value.buckets) == 22 and all(b.num_weighted_examples.value == 0 for b in value.buckets)
+        else:
+            assert np.isnan(value)
