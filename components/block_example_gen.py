@@ -55,7 +55,8 @@ def split_files(exec_properties: Dict[str, Any], split_pattern: str) -> List[str
     return files
 
 
-def _incomplete_dir(split_uri: str) -> str:
+def incomplete_dir(split_uri: str) -> str:
+    """Where files of the split ``split_uri`` are written before they are renamed in (beside the splits)."""
     return os.path.join(os.path.dirname(split_uri), INCOMPLETE_DIR)
 
 
@@ -68,7 +69,7 @@ def arrow_source(path: str):
         return pa.BufferReader(f.read())
 
 
-def _gzip_writer(path: str) -> tf.io.TFRecordWriter:
+def gzip_writer(path: str) -> tf.io.TFRecordWriter:
     return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP"))
 
 
@@ -108,9 +109,9 @@ def write_shard(keyed: Tuple[Tuple[str, int], Iterable[Block]], split_uris: Dict
     rows = [r for _, block_rows in sorted(blocks, key=lambda b: b[0]) for r in block_rows]
     order = np.random.default_rng([sorted(split_uris).index(split), shard]).permutation(len(rows))
     path = shard_file(split_uris[split], shard, shards)
-    tmp = os.path.join(_incomplete_dir(split_uris[split]), f"{split}-{os.path.basename(path)}")
+    tmp = os.path.join(incomplete_dir(split_uris[split]), f"{split}-{os.path.basename(path)}")
     fileio.makedirs(os.path.dirname(tmp))
-    with _gzip_writer(tmp) as writer:
+    with gzip_writer(tmp) as writer:
         for i in order.tolist():
             writer.write(rows[i])
     fileio.rename(tmp, path, overwrite=True)
@@ -187,13 +188,13 @@ class BlockExampleGenExecutor(base.BaseExampleGenExecutor, abc.ABC):
                 | "WriteShards" >> beam.Map(write_shard, split_uris, shards)
             )
 
-        incomplete = _incomplete_dir(next(iter(split_uris.values())))
+        incomplete = incomplete_dir(next(iter(split_uris.values())))
         if fileio.exists(incomplete):
             fileio.rmtree(incomplete)
         # a split no row fell into still gets a (empty) file, as the stock writer leaves one
         for uri in split_uris.values():
             if not fileio.glob(os.path.join(uri, "*.gz")):
-                with _gzip_writer(shard_file(uri, 0, 1)):
+                with gzip_writer(shard_file(uri, 0, 1)):
                     pass
 
         payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)

@@ -29,7 +29,7 @@ from tfx.components.transform import labels
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import example_coder
 
-from components.block_example_gen import INCOMPLETE_DIR, _gzip_writer
+from components.block_example_gen import gzip_writer, incomplete_dir
 
 
 class _EncodeBatch(beam.DoFn):
@@ -66,7 +66,7 @@ class _WriteBundle(beam.DoFn):
         if self._writer is None:
             fileio.makedirs(self._temp_dir)
             self._path = os.path.join(self._temp_dir, f"{uuid.uuid4().hex}.gz")
-            self._writer = _gzip_writer(self._path)
+            self._writer = gzip_writer(self._path)
         for record in records:
             self._writer.write(record)
 
@@ -82,7 +82,7 @@ def _publish(temp_paths: List[str], output_path: str, temp_dir: str) -> int:
     paths = sorted(temp_paths)
     fileio.makedirs(os.path.dirname(output_path))
     if not paths:
-        with _gzip_writer(f"{output_path}-00000-of-00001.gz"):
+        with gzip_writer(f"{output_path}-00000-of-00001.gz"):
             pass
         return 1
     for i, path in enumerate(paths):
@@ -90,8 +90,11 @@ def _publish(temp_paths: List[str], output_path: str, temp_dir: str) -> int:
     if fileio.exists(temp_dir):
         fileio.rmtree(temp_dir)
     parent = os.path.dirname(temp_dir)
-    if fileio.exists(parent) and not fileio.listdir(parent):  # the last split to finish removes .incomplete/
-        fileio.rmtree(parent)
+    try:  # the last split to finish removes .incomplete/ (on worker processes two splits may finish together)
+        if not fileio.listdir(parent):
+            fileio.rmtree(parent)
+    except fileio.NotFoundError:
+        pass
     return len(paths)
 
 
@@ -100,7 +103,7 @@ def WriteBatchesToTFRecord(batches: beam.PCollection, output_path: str) -> beam.
     """Lists of serialized records -> GZIP TFRecord files ``<output_path>-NNNNN-of-MMMMM.gz``; a PCollection of
     the file count."""
     split_dir = os.path.dirname(output_path)
-    temp_dir = os.path.join(os.path.dirname(split_dir), INCOMPLETE_DIR, os.path.basename(split_dir))
+    temp_dir = os.path.join(incomplete_dir(split_dir), os.path.basename(split_dir))  # one folder per split
     return (batches
             | "WriteBundles" >> beam.ParDo(_WriteBundle(temp_dir))
             | "Finished" >> beam.combiners.ToList()
