@@ -83,6 +83,13 @@ def test_task_streams_and_shards(prepared):
     assert not np.array_equal(again, other)
 
 
+def test_streams_run_without_the_tf_data_autotuner(prepared):
+    # the engine drops an epoch's iterator after its last step; with the autotuner on, deleting
+    # it waited for the autotuning thread (seconds per epoch)
+    for ds in (prepared.train.batches(64), prepared.train.batches(64, shuffle_seed=1, task="cvr")):
+        assert ds.options().autotune.enabled is False
+
+
 def test_missing_column_names_the_column_and_the_artifact(prepared):
     spec = {k: v for k, v in prepared.train.spec.items() if k != LABEL + "cvr"}
     with pytest.raises(MissingColumnError, match=r"Transform artifact .*lack column\(s\) \['label__cvr'\]"):
