@@ -169,7 +169,11 @@ class SparseSharingTrainer:
                 masks = TaskMasks(self.structure, base.layer_names, {**base.masks, task: current})
                 self.rewind(masks)
                 fit = self._train_round(train, valid, task, f"search {task} round {r}")
-                value = self.engine.evaluate(valid, [task])[task][metric]
+                if fit.best_epoch is not None:
+                    # the round validated every epoch and kept its best one: its score is already known
+                    value = fit.epochs[fit.best_epoch].valid[task][metric]
+                else:
+                    value = self.engine.evaluate(valid, [task])[task][metric]
                 dens = [float(m.mean()) for m in current]
                 total = float(sum(m.sum() for m in current) / sum(m.size for m in current))
                 rounds.append(SearchRound(task, r, total, dens, metric, float(value), time.perf_counter() - t0,

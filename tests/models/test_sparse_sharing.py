@@ -233,6 +233,21 @@ def test_search_rounds_stop_early_under_the_protocol(prepared):
     assert all(1 <= r.epochs <= 2 for r in rounds)
 
 
+def test_a_validated_round_is_scored_without_another_validation_pass(prepared):
+    d = tiny_config_dict()
+    d["sparse"] = {"rounds": 1, "final_density": 0.5}
+    d["training"].update({"patience": 1, "max_epochs": 3})
+    trainer = SparseSharingTrainer(parse_config(d), prepared.tables, "connection", seed=0)
+    trainer.warmup(prepared.train)
+    passes, original = [], trainer.engine.predict
+    trainer.engine.predict = lambda *a, **k: passes.append(1) or original(*a, **k)
+    _, rounds, _ = trainer.search(prepared.train, prepared.valid)
+    # one validation pass per trained epoch, none more: the round's value is its best epoch's
+    assert len(passes) == sum(r.epochs for r in rounds)
+    # ... and equals a fresh evaluation of the weights the round ended with (the best epoch's)
+    assert rounds[-1].value == trainer.engine.evaluate(prepared.valid, ["cvr"])["cvr"][rounds[-1].metric]
+
+
 def test_warmup_steps_set_the_rewind_point(prepared):
     trainer = SparseSharingTrainer(_cfg(warmup_steps=3), prepared.tables, "connection", seed=0)
     trainer.warmup(prepared.train)
