@@ -73,8 +73,13 @@ def gzip_writer(path: str) -> tf.io.TFRecordWriter:
     return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP"))
 
 
+def shard_path(prefix: str, shard: int, shards: int) -> str:
+    """``<prefix>-SSSSS-of-NNNNN.gz``: the name Beam's sharded TFRecord sink gives a GZIP shard."""
+    return f"{prefix}-{shard:05d}-of-{shards:05d}.gz"
+
+
 def shard_file(split_uri: str, shard: int, shards: int) -> str:
-    return os.path.join(split_uri, f"{write_split.DEFAULT_TF_RECORD_FILE_NAME}-{shard:05d}-of-{shards:05d}.gz")
+    return shard_path(os.path.join(split_uri, write_split.DEFAULT_TF_RECORD_FILE_NAME), shard, shards)
 
 
 def assign_rows(block: Block, split_names: List[str], buckets: List[int] | None,

@@ -29,7 +29,7 @@ from tfx.components.transform import labels
 from tfx.dsl.io import fileio
 from tfx_bsl.coders import example_coder
 
-from components.block_example_gen import gzip_writer, incomplete_dir
+from components.block_example_gen import gzip_writer, incomplete_dir, shard_path
 
 
 class _EncodeBatch(beam.DoFn):
@@ -82,11 +82,11 @@ def _publish(temp_paths: List[str], output_path: str, temp_dir: str) -> int:
     paths = sorted(temp_paths)
     fileio.makedirs(os.path.dirname(output_path))
     if not paths:
-        with gzip_writer(f"{output_path}-00000-of-00001.gz"):
+        with gzip_writer(shard_path(output_path, 0, 1)):
             pass
         return 1
     for i, path in enumerate(paths):
-        fileio.rename(path, f"{output_path}-{i:05d}-of-{len(paths):05d}.gz", overwrite=True)
+        fileio.rename(path, shard_path(output_path, i, len(paths)), overwrite=True)
     if fileio.exists(temp_dir):
         fileio.rmtree(temp_dir)
     parent = os.path.dirname(temp_dir)

@@ -35,21 +35,6 @@ class MissingColumnError(ValueError):
     """Transformed examples lack a column the config needs."""
 
 
-def _stream_options() -> tf.data.Options:
-    # tf.data's autotuner is off: the engine stops reading an epoch's iterator after its last
-    # step, and deleting an iterator whose autotuning thread is still running waited up to
-    # several seconds (7.5 s after make run's warm-up epoch, 2 s after a search round) for
-    # that thread; the epochs themselves took as long without it (docs/pipeline.md#components).
-    # AUTOTUNE parallelism then means tf.data's default (min(16, cores)), prefetch a buffer
-    # that grows as the consumer waits.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-_STREAM_OPTIONS = _stream_options()
-
-
 def split_files(examples_uri: str | list[str], split: str) -> list[str]:
     """Files of ``split`` (``Split-<split>/*``) of one Examples folder, or of several (a daily window)."""
     uris = [examples_uri] if isinstance(examples_uri, str) else list(examples_uri)
@@ -175,7 +160,14 @@ class SplitStream:
         index, count = shard
         if count > 1:
             ds = ds.map(lambda x, y, w: tf.nest.map_structure(lambda v: v[index::count], (x, y, w)))
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(_STREAM_OPTIONS)
+        # tf.data's autotuner is off: the engine stops reading an epoch's iterator after its last step, and deleting
+        # an iterator whose autotuning thread was still running waited for that thread (7.5 s after make run's
+        # warm-up epoch, 2 s after a search round); the epochs took as long without it (docs/pipeline.md#components).
+        # AUTOTUNE parallelism then means tf.data's default (min(16, cores)), prefetch a buffer that grows as the
+        # consumer waits.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def steps(self, batch_size: int, task: str | None = None) -> int:
         """Batches per epoch of the mixed stream (``task=None``) or of ``task``'s stream."""
