@@ -297,6 +297,27 @@ def test_stage_beam_args_follow_the_pipeline_args_of_their_stage_only(tmp_path):
         parse_config(d)
 
 
+def test_statistics_gen_gets_the_configured_tfdv_options(tmp_path):
+    import tensorflow_data_validation as tfdv
+
+    from models.config import parse_config
+    from pipeline.pipeline import create_pipeline
+
+    d = tiny_config_dict()
+
+    def sketched():
+        p = create_pipeline(parse_config(d), str(tmp_path / "data"), str(tmp_path / "root"), str(tmp_path / "s"),
+                            str(tmp_path / "m.sqlite"))
+        (gen,) = [c for c in p.components if c.id == "StatisticsGen"]
+        options = tfdv.StatsOptions.from_json(gen.exec_properties["stats_options_json"])
+        assert options.sample_rate is None  # every row: the validation must see a rare new category
+        return options.use_sketch_based_topk_uniques
+
+    assert sketched() is True  # the default
+    d["pipeline"]["statistics_sketches"] = False
+    assert sketched() is False
+
+
 def test_large_inputs_run_the_large_input_stages_on_the_large_input_args(tmp_path):
     from models.config import BEAM_STAGES, parse_config
     from pipeline.runner import input_megabytes
