@@ -10,6 +10,12 @@ variants run in turn in one invocation, so their ratio is measured under the sam
     python benchmarks/beam_stage.py --home H --stage Transform \\
         --variant "in-process=--direct_num_workers=1" \\
         --variant "2 workers=--direct_running_mode=multi_processing --direct_num_workers=2"
+
+Exec properties this code derives from the config replace the recorded ones (StatisticsGen's TFDV
+options), so a config setting is compared by running the command with and without ``--set``:
+
+    python benchmarks/beam_stage.py --home H --stage StatisticsGen --variant "in-process=--direct_num_workers=1" \\
+        [--set pipeline.statistics_sketches=false]
 """
 
 from __future__ import annotations
@@ -70,14 +76,26 @@ def _recorded_execution(home: Path, config_path: str, stage: str):
     return inputs, outputs, props, execution.id
 
 
-def run_once(home: Path, config_path: str, stage: str, beam_args: list[str]) -> dict:
+def configured_exec_properties(stage: str, cfg) -> dict:
+    """The exec properties the pipeline sets from the config for ``stage`` (they replace the recorded ones)."""
+    if stage == "StatisticsGen":
+        from pipeline.pipeline import statistics_options
+
+        return {"stats_options_json": statistics_options(cfg).to_json()}
+    return {}
+
+
+def run_once(home: Path, config_path: str, stage: str, beam_args: list[str], overrides=()) -> dict:
     """Run the recorded ``stage`` once in this process; its executor's wall time."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import importlib
 
     from tfx.types import artifact_utils
 
+    from pipeline.cli import _load
+
     inputs, output_types, props, execution_id = _recorded_execution(home, config_path, stage)
+    props.update(configured_exec_properties(stage, _load(config_path, overrides)))
     module, name = EXECUTORS[stage].rsplit(".", 1)
     executor_class = getattr(importlib.import_module(module), name)
     out = Path(tempfile.mkdtemp(prefix=f"bench_{stage}_"))
@@ -104,11 +122,14 @@ def run_once(home: Path, config_path: str, stage: str, beam_args: list[str]) -> 
 @click.option("--variant", "variants", multiple=True, metavar="NAME=ARGS",
               help="A name and the Beam args of one run (repeatable), e.g. "
                    "'2 workers=--direct_running_mode=multi_processing --direct_num_workers=2'.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Config override for the exec properties the pipeline derives from the config (StatisticsGen's "
+                   "TFDV options), e.g. --set pipeline.statistics_sketches=false. Repeatable.")
 @click.option("--one", hidden=True, help="Internal: run one variant's Beam args in this process, print JSON.")
-def main(home, config_path, stage, variants, one):
+def main(home, config_path, stage, variants, overrides, one):
     home = Path(home).resolve()
     if one is not None:
-        print("RESULT " + json.dumps(run_once(home, config_path, stage, shlex.split(one))), flush=True)
+        print("RESULT " + json.dumps(run_once(home, config_path, stage, shlex.split(one), overrides)), flush=True)
         return
     if not variants:
         raise click.UsageError("give at least one --variant NAME=ARGS")
@@ -117,7 +138,7 @@ def main(home, config_path, stage, variants, one):
     for variant in variants:
         name, _, args = variant.partition("=")
         p = subprocess.run([sys.executable, __file__, "--home", str(home), "--config", config_path, "--stage", stage,
-                            "--one", args], env=env, capture_output=True, text=True)
+                            *(f"--set={o}" for o in overrides), "--one", args], env=env, capture_output=True, text=True)
         result = next((json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("RESULT ")), None)
         if p.returncode != 0 or result is None:
             raise click.ClickException(f"variant {name!r} failed:\n{p.stderr[-3000:]}")
