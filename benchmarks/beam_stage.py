@@ -43,15 +43,13 @@ EXECUTORS = {
 }
 
 
-def _recorded_execution(home: Path, config_path: str, stage: str):
+def _recorded_execution(home: Path, cfg, stage: str):
     """``(inputs, output types, exec_properties)`` of the newest execution of ``stage`` in the run's MLMD."""
     from tfx.orchestration import data_types_utils
     from tfx.types import artifact_utils
 
-    from pipeline.cli import _load
     from pipeline.runner import metadata_store
 
-    cfg = _load(config_path)
     path = home / "metadata" / f"{cfg.pipeline.name}.sqlite"
     if not path.exists():
         raise click.ClickException(f"no metadata store at {path}: run `ncs run` or `ncs daily` with this home first")
@@ -94,8 +92,9 @@ def run_once(home: Path, config_path: str, stage: str, beam_args: list[str], ove
 
     from pipeline.cli import _load
 
-    inputs, output_types, props, execution_id = _recorded_execution(home, config_path, stage)
-    props.update(configured_exec_properties(stage, _load(config_path, overrides)))
+    cfg = _load(config_path, overrides)
+    inputs, output_types, props, execution_id = _recorded_execution(home, cfg, stage)
+    props.update(configured_exec_properties(stage, cfg))
     module, name = EXECUTORS[stage].rsplit(".", 1)
     executor_class = getattr(importlib.import_module(module), name)
     out = Path(tempfile.mkdtemp(prefix=f"bench_{stage}_"))
