@@ -31,16 +31,60 @@ def _compression(path: str) -> str:
     return "GZIP" if path.endswith(".gz") else ""
 
 
+_RECORD_FRAMING = 16  # bytes around each TFRecord payload: length (8) + its CRC (4) + the payload's CRC (4)
+
+
 def read_batches(path: str, batch_size: int) -> Iterator[List[bytes]]:
-    """The records of one TFRecord file, ``batch_size`` at a time (TensorFlow's C++ reader)."""
+    """The records of one TFRecord file, ``batch_size`` at a time (TensorFlow's C++ reader).
+
+    Raises ``ValueError`` naming the file when it is truncated or corrupt. TensorFlow's reader reports a record cut
+    in the middle, but a GZIP file cut where its decompressed bytes end between two records reads as a shorter,
+    valid file; so a GZIP file's records must add up to the size its trailer records (``check_gzip_complete``).
+    """
     import tensorflow as tf
 
-    dataset = tf.data.TFRecordDataset([path], compression_type=_compression(path)).batch(batch_size)
+    compression = _compression(path)
+    dataset = tf.data.TFRecordDataset([path], compression_type=compression).batch(batch_size)
+    decompressed = 0
     try:
         for batch in dataset.as_numpy_iterator():
-            yield batch.tolist()
+            records = batch.tolist()
+            decompressed += sum(map(len, records)) + _RECORD_FRAMING * len(records)
+            yield records
     except tf.errors.OpError as e:  # truncated or corrupt: name the file (TF's message may not)
         raise ValueError(f"{path}: {e.message}") from None
+    if compression == "GZIP":
+        check_gzip_complete(path, decompressed)
+
+
+def check_gzip_complete(path: str, decompressed: int) -> None:
+    """Raises ``ValueError`` naming ``path`` unless it is a whole GZIP file of ``decompressed`` bytes.
+
+    Fast path: a one-member file (what TensorFlow's and Beam's writers produce) ends with its size modulo 2**32
+    (RFC 1952's ISIZE); a cut file ends with whatever bytes were cut at. Otherwise (several members, or a cut file)
+    Python's gzip module reads the file through, which checks every member's end marker and CRC.
+    """
+    import gzip
+    import zlib
+
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        size = f.size()
+        if size >= 18:  # a GZIP member's header (10) and trailer (8)
+            f.seek(size - 4)
+            if int.from_bytes(f.read(4), "little") == decompressed % 2**32:
+                return
+        f.seek(0)
+        read = 0
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as unzipped:
+                while chunk := unzipped.read(1 << 20):
+                    read += len(chunk)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path}: truncated or corrupt GZIP file ({e})") from None
+    if read != decompressed:
+        raise ValueError(f"{path}: the GZIP file holds {read} bytes but its TFRecords add up to {decompressed}")
 
 
 class BlockTFExampleRecord(tf_example_record.TFExampleRecord):

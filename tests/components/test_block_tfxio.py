@@ -11,7 +11,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
 
 from components import statistics_gen
-from components.block_tfxio import BlockTFExampleRecord, block_reader_of, block_reading
+from components.block_tfxio import BlockTFExampleRecord, block_reader_of, block_reading, read_batches
 
 SCHEMA = """
 feature { name: "id" type: INT }
@@ -105,8 +105,49 @@ def test_statistics_gen_computes_what_tfx_statistics_gen_computes(split_dir, tmp
     assert ours == theirs
 
 
-def test_a_corrupt_file_is_named(split_dir, tmp_path):
-    bad = split_dir / "data_tfrecord-00001-of-00003.gz"
-    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+def _cut_between_records(path, keep):
+    """Rewrites the GZIP file ``path`` as if cut where its first ``keep`` records end (compressed with a full flush
+    there, so the cut file decompresses to exactly those records). Returns the records."""
+    import zlib
+
+    records = [r.numpy() for r in tf.data.TFRecordDataset([str(path)], compression_type="GZIP")]
+    plain = path.with_suffix(".plain")
+    with tf.io.TFRecordWriter(str(plain)) as w:  # TensorFlow's framing, uncompressed
+        for r in records:
+            w.write(r)
+    data = plain.read_bytes()
+    plain.unlink()
+    boundary = sum(len(r) + 16 for r in records[:keep])
+    gzip_stream = zlib.compressobj(wbits=31)
+    path.write_bytes(gzip_stream.compress(data[:boundary]) + gzip_stream.flush(zlib.Z_FULL_FLUSH))
+    return records
+
+
+def test_a_gzip_file_cut_between_two_records_is_named(split_dir):
+    path = split_dir / "data_tfrecord-00001-of-00003.gz"
+    _cut_between_records(path, keep=100)
+    # TensorFlow's reader alone takes the cut file for a shorter, whole one
+    assert sum(1 for _ in tf.data.TFRecordDataset([str(path)], compression_type="GZIP")) == 100
+    with pytest.raises(ValueError, match=r"data_tfrecord-00001-of-00003\.gz: truncated or corrupt GZIP"):
+        list(read_batches(str(path), 64))
+
+
+@pytest.mark.parametrize("cut", [5, 200, -1])
+def test_a_gzip_file_cut_anywhere_is_named(split_dir, cut):
+    path = split_dir / "data_tfrecord-00001-of-00003.gz"
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(ValueError, match=r"data_tfrecord-00001-of-00003\.gz: "):
+        list(read_batches(str(path), 64))
+
+
+def test_a_gzip_file_of_two_members_is_read_whole(split_dir):
+    one = split_dir / "data_tfrecord-00001-of-00003.gz"
+    two = split_dir.parent / "two.gz"
+    two.write_bytes(one.read_bytes() * 2)
+    assert sum(map(len, read_batches(str(two), 64))) == 2 * sum(map(len, read_batches(str(one), 64))) == 466
+
+
+def test_a_corrupt_file_is_named_by_the_beam_source(split_dir, tmp_path):
+    _cut_between_records(split_dir / "data_tfrecord-00001-of-00003.gz", keep=2)
     with pytest.raises(Exception, match=r"data_tfrecord-00001-of-00003\.gz"):
         _rows(BlockTFExampleRecord(str(split_dir / "*")), tmp_path / "rows")
