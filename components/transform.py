@@ -109,8 +109,13 @@ def preprocessing_fn(inputs, custom_config):
             continue
         readers = [g for g in config.features if not isinstance(g, NumericFeature) and table_of(g) == f.name]
         flat = [tokens_of[g.name].flat_values if isinstance(g, MultiCategoricalFeature) else tokens_of[g.name] for g in readers]
+        tokens = tf.concat(flat, axis=0) if len(flat) > 1 else flat[0]
+        # Weights of one make TFT count each batch's tokens in the graph (unique values and their counts) and sum
+        # the counts in Beam; without weights every token is a Beam element of its own. Same counts, same order
+        # (count, then token); float64 sums are exact up to 2**53 occurrences.
         vocab_files[f.name] = tft.vocabulary(
-            tf.concat(flat, axis=0) if len(flat) > 1 else flat[0], top_k=f.vocab_size, vocab_filename=vocabulary_name(f.name)
+            tokens, top_k=f.vocab_size, vocab_filename=vocabulary_name(f.name),
+            weights=tf.ones_like(tokens, dtype=tf.float64),
         )
 
     def ids(table_feature, tokens):

@@ -8,12 +8,13 @@ import tensorflow as tf
 from models.config import parse_config
 
 CONFIG = {
-    "dataset": {"name": "hand", "columns": ["cat", "cat2", "multi", "hashed", "num", "click", "watch", "dur"],
+    "dataset": {"name": "hand", "columns": ["cat", "cat2", "multi", "tie", "hashed", "num", "click", "watch", "dur"],
                 "duration_column": "dur"},
     "features": [
         {"name": "cat", "type": "categorical", "vocab_size": 2, "oov_buckets": 2},
         {"name": "cat2", "type": "categorical", "shared_embedding": "cat"},
         {"name": "multi", "type": "multi_categorical", "vocab_size": 3, "max_length": 2, "separator": "|"},
+        {"name": "tie", "type": "categorical", "vocab_size": 3},
         {"name": "hashed", "type": "categorical", "hash_buckets": 5},
         {"name": "num", "type": "numeric", "log": True},
     ],
@@ -32,6 +33,8 @@ FRAME = pd.DataFrame({
     "cat2": ["b", "c", "a", "a", "z", "b"],
     # after max_length 2: x 4, y 3, z 2 (the third token of the last row is cut)
     "multi": ["x|y", "x|y", "x", "z", "x", "y|z|x"],
+    # p 2, q 2, r 1, s 1: equal counts are ordered by the token, largest first (TFT's order), so the top 3 = q, p, s
+    "tie": ["p", "q", "r", "p", "q", "s"],
     "hashed": ["h1", "h2", "h3", "h1", "h4", "h5"],
     "num": [0.0, 1.0, 3.0, 10.0, -2.0, 100.0],
     "click": [1.0, 0.0, 1.0, 1.0, 0.0, 1.0],
@@ -68,6 +71,12 @@ def test_vocabulary_with_oov_buckets_and_shared_vocabulary(transformed_rows):
     assert cat2[[0, 2, 3, 5]].tolist() == [2, 1, 1, 2]  # the shared table's ids
     assert cat2[1] == cat[5]  # the same OOV token hashes to the same bucket in both features
     assert cat2[4] in (3, 4)
+
+
+def test_vocabulary_order_is_count_then_token_and_counts_multi_valued_tokens(transformed_rows):
+    _, tft_output = transformed_rows
+    assert [w.decode() for w in tft_output.vocabulary_by_name("vocab_tie")] == ["q", "p", "s"]
+    assert [w.decode() for w in tft_output.vocabulary_by_name("vocab_multi")] == ["x", "y", "z"]
 
 
 def test_multi_valued_feature_is_padded_and_truncated(transformed_rows):
