@@ -69,8 +69,14 @@ def arrow_source(path: str):
         return pa.BufferReader(f.read())
 
 
+# zlib's fastest level: a third of the default level's (6) time per record (4.5-5.7 against 15.4-17.2 us on Transform's
+# output) for files 43% larger; readers decompress either as fast (docs/pipeline.md#components).
+GZIP_LEVEL = 1
+
+
 def gzip_writer(path: str) -> tf.io.TFRecordWriter:
-    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP"))
+    """TensorFlow's C++ TFRecord writer, GZIP at ``GZIP_LEVEL``: the ExampleGen's and Transform's output files."""
+    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP", compression_level=GZIP_LEVEL))
 
 
 def shard_path(prefix: str, shard: int, shards: int) -> str:
